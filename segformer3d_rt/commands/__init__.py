@@ -1,0 +1,1 @@
+"""What each subcommand does, called by the CLI after parsing (the CLI itself only parses)."""

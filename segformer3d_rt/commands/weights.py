@@ -1,0 +1,92 @@
+"""`info` and `convert`: look inside any checkpoint, write it in the project's format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UserError
+from ..model import SegFormer3D, build_model
+from ..model.checkpoints import Checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
+
+
+def describe(model_or_ckpt: SegFormer3D | Checkpoint, fmt: str) -> dict:
+    """Everything `info` shows, as plain data (also what `--json` prints)."""
+    if isinstance(model_or_ckpt, Checkpoint):
+        meta, sd = model_or_ckpt.meta, model_or_ckpt.state_dict
+        count = lambda prefix: sum(v.numel() for k, v in sd.items()  # noqa: E731
+                                   if k.startswith(prefix) and "num_batches_tracked" not in k
+                                   and "running_" not in k)
+        params = {"encoder": count("encoder."), "seg_head": count("seg_head."), "depth_head": count("depth_head.")}
+        params["total"] = sum(params.values())
+    else:
+        meta, params = model_or_ckpt.meta, model_or_ckpt.num_parameters()
+    return {
+        "format": fmt,
+        "variant": meta.variant,
+        "embed_dims": list(meta.embed_dims),
+        "depths": list(meta.depths),
+        "decoder_dim": meta.decoder_dim,
+        "parameters": params,
+        "num_classes": meta.num_classes,
+        "classes": list(meta.class_names),
+        "depth": meta.depth.describe() if meta.depth else None,
+        "mean": list(meta.mean),
+        "std": list(meta.std),
+        "input_size": list(meta.input_size),
+        "description": meta.description,
+    }
+
+
+def print_info(info: dict, console: Console) -> None:
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    p = info["parameters"]
+    rows = [
+        ("format", info["format"]),
+        ("variant", f"{info['variant']} (dims {info['embed_dims']}, depths {info['depths']})"),
+        ("decoder width", str(info["decoder_dim"])),
+        ("parameters", f"{p['total'] / 1e6:.2f} M (encoder {p['encoder'] / 1e6:.2f} M, "
+                       f"seg head {p['seg_head'] / 1e6:.2f} M, depth head {p['depth_head'] / 1e6:.2f} M)"),
+        ("classes", f"{info['num_classes']}: {', '.join(info['classes'][:19])}"
+                    + (" ..." if info["num_classes"] > 19 else "")),
+        ("depth output", info["depth"] or "none (segmentation only)"),
+        ("normalisation", f"mean {tuple(info['mean'])} std {tuple(info['std'])} on RGB in [0, 1]"),
+        ("input size", "x".join(map(str, info["input_size"])) + " (H x W, recommended)"),
+    ]
+    if info["description"]:
+        rows.append(("notes", info["description"]))
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+
+
+def info_from_path(path: str) -> dict:
+    ckpt = read_checkpoint(path)
+    if ckpt.encoder_only:
+        d = describe(ckpt, ckpt.format)
+        d["description"] = (d["description"] + " " if d["description"] else "") + \
+            "encoder only: initialises training, cannot run on its own"
+        return d
+    model = model_from_checkpoint(ckpt, path)  # strict load: info on a file that doesn't load is an error
+    return describe(model, ckpt.format)
+
+
+def info_for_variant(variant: str, num_classes: int, depth: bool, decoder_dim: int | None) -> dict:
+    try:
+        model = build_model(variant, num_classes=num_classes, depth=depth, decoder_dim=decoder_dim)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return describe(model, "freshly built (random weights)")
+
+
+def convert(src: str, dst: str, half: bool = False) -> Path:
+    out = Path(dst)
+    if out.suffix != ".safetensors":
+        raise UserError(f"output '{dst}' must end in .safetensors")
+    ckpt = read_checkpoint(src)
+    model = model_from_checkpoint(ckpt, src)
+    return save_checkpoint(model, out, dtype=torch.float16 if half else None)

@@ -1,0 +1,143 @@
+"""What a checkpoint says about itself: classes, palette, normalisation, depth units.
+
+These travel with the weights (inside the project's safetensors files) so that no stage of the
+pipeline hard-codes them. Loaders of foreign formats fill in what those formats imply.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The original Segformer3D weights were trained with a typo in the green mean (0.56 for 0.456):
+# reproducing it is what makes those weights work.
+SEGFORMER3D_MEAN = (0.485, 0.56, 0.406)
+
+DepthKind = Literal["metric", "inverse", "log"]
+
+
+@dataclass(frozen=True)
+class DepthSpec:
+    """How to read the raw depth channel.
+
+    metric:  depth = |raw| * scale
+    inverse: raw = scale * inverse depth, so depth = scale / |raw|
+    log:     raw = ln(depth)
+    ``unit`` is "m" when the result is metres, "relative" when its scale is unknown.
+    """
+
+    kind: DepthKind = "log"
+    scale: float = 1.0
+    unit: str = "m"
+
+    def to_depth(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.kind == "metric":
+            return raw.abs() * self.scale
+        if self.kind == "inverse":
+            return self.scale / raw.abs().clamp_min(1e-6)
+        if self.kind == "log":
+            return raw.clamp(-10.0, 10.0).exp()
+        raise ValueError(f"unknown depth kind {self.kind!r}")
+
+    def from_depth(self, depth: torch.Tensor) -> torch.Tensor:
+        """The raw target for a depth map (0 = invalid stays 0)."""
+        valid = depth > 0
+        d = depth.clamp_min(1e-6)
+        if self.kind == "metric":
+            raw = d / self.scale
+        elif self.kind == "inverse":
+            raw = self.scale / d
+        else:
+            raw = d.log()
+        return torch.where(valid, raw, torch.zeros_like(raw))
+
+    def describe(self) -> str:
+        if self.kind == "metric":
+            return f"depth in {self.unit} (x{self.scale:g})" if self.scale != 1 else f"depth in {self.unit}"
+        if self.kind == "inverse":
+            return f"inverse depth x{self.scale:g} ({self.unit})"
+        return f"log depth ({self.unit})"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Architecture plus everything a user of the outputs needs to know."""
+
+    variant: str = "b0"
+    embed_dims: tuple[int, ...] = (32, 64, 160, 256)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (1, 2, 5, 8)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    decoder_dim: int = 256
+    class_names: tuple[str, ...] = CITYSCAPES_CLASSES
+    palette: tuple[tuple[int, int, int], ...] = CITYSCAPES_PALETTE
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: tuple[int, int] = (512, 1024)  # recommended H, W
+    depth: DepthSpec | None = field(default_factory=DepthSpec)
+    source_format: str = "segformer3d-rt"
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMeta":
+        d: dict[str, Any] = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown metadata fields {sorted(unknown)}")
+        depth = d.pop("depth", None)
+        tuples = {k: tuple(v) for k, v in d.items() if isinstance(v, list)}
+        d.update(tuples)
+        d["palette"] = tuple(tuple(int(c) for c in p) for p in d.get("palette", ()))
+        d["input_size"] = tuple(d.get("input_size", (512, 1024)))
+        return cls(**d, depth=DepthSpec(**depth) if depth is not None else None)
+
+    def with_(self, **changes: Any) -> "ModelMeta":
+        return replace(self, **changes)
+
+
+def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """Cityscapes colours where they exist, then distinct deterministic colours (no RNG state)."""
+    out = list(CITYSCAPES_PALETTE[:n])
+    i = len(out)
+    while len(out) < n:
+        # Golden-ratio hue walk: distinct neighbours, same colours every time.
+        h = (i * 0.618033988749895) % 1.0
+        r, g, b = _hsv_to_rgb(h, 0.65, 0.95)
+        out.append((r, g, b))
+        i += 1
+    return tuple(out)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(h, s, v)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def default_class_names(n: int) -> tuple[str, ...]:
+    return CITYSCAPES_CLASSES if n == len(CITYSCAPES_CLASSES) else tuple(f"class {i}" for i in range(n))
