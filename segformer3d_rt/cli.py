@@ -39,6 +39,75 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import build_config, parse_size
+    from .pipeline.app import run
+
+    overrides = {
+        "source": args.source, "weights": args.weights, "outputs": args.output or None,
+        "show": True if args.show else None, "live": args.live, "device": args.device,
+        "precision": args.precision,
+        "input_size": parse_size(args.input_size) if args.input_size else None,
+        "batch_size": args.batch_size, "queue_size": args.queue_size, "view": args.view, "alpha": args.alpha,
+        "legend": args.legend, "hud": args.hud, "colormap": args.colormap,
+        "depth_range": tuple(args.depth_range) if args.depth_range else None,
+        "codec": args.codec, "crf": args.crf, "preset": args.preset, "bitrate": args.bitrate,
+        "audio": args.audio, "max_frames": args.max_frames, "stats_json": args.stats_json,
+        "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
+    }
+    return run(build_config(args.pipeline, overrides))
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "run", help="segment + estimate depth on a video, camera, stream or images",
+        description="Run the network on a source and show/record the annotated result.",
+        epilog="examples:\n  segformer3d-rt run dashcam.mp4 -o annotated.mp4\n  segformer3d-rt run 0 --show\n"
+               "  segformer3d-rt run rtsp://host/stream --show -o rec.mp4\n  segformer3d-rt run photos/ -o out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("source", help="video file, camera index or /dev/videoN, rtsp/rtmp/http(s) URL, image or "
+                                  "folder of images, or synthetic:[seed=N,size=WxH,fps=F,frames=N]")
+    r.add_argument("-o", "--output", action="append", metavar="PATH",
+                   help="write an annotated .mp4 (or .mkv/.mov), or images into a directory; repeatable")
+    r.add_argument("--show", action="store_true", help="open a live window (q or Esc quits)")
+    r.add_argument("--weights", help="checkpoint (default: the bundled B0 weights)")
+    r.add_argument("--pipeline", metavar="PRESET", help="TOML preset: a file or a name in pipelines/ "
+                                                         "(webcam, dashcam-file, benchmark); flags override it")
+    g = r.add_argument_group("processing")
+    g.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="newest frame wins, drops counted (default: on for cameras/URLs, off for files)")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument("--precision", help="auto | fp32 | fp16 | bf16 (auto: fp16 autocast on CUDA, fp32 on CPU)")
+    g.add_argument("--input-size", metavar="HxW", help="model input box; the frame is fitted keeping its "
+                                                       "aspect ratio, sides rounded to multiples of 32")
+    g.add_argument("--batch-size", type=int, help="frames per batch for files (live sources use 1)")
+    g.add_argument("--queue-size", type=int, help="frames buffered between stages (files)")
+    g.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    g.add_argument("--timeout", type=float, metavar="S", help="open/read timeout for cameras and streams")
+    g.add_argument("--fold-heads", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold the linear decoder steps for inference (exact, faster; default on)")
+    v = r.add_argument_group("rendering")
+    v.add_argument("--view", help="overlay | seg | depth | side-by-side | grid (default overlay)")
+    v.add_argument("--alpha", type=float, help="class colour weight in the overlay (default 0.5)")
+    v.add_argument("--legend", action=argparse.BooleanOptionalAction, default=None, help="class legend")
+    v.add_argument("--hud", action=argparse.BooleanOptionalAction, default=None, help="FPS/latency overlay")
+    v.add_argument("--colormap", help="depth colour map: turbo, magma, plasma, inferno, viridis (near is warm)")
+    v.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
+                   help="fixed depth colour range (default: per frame)")
+    o = r.add_argument_group("video output")
+    o.add_argument("--codec", help="video encoder (default libx264)")
+    o.add_argument("--crf", type=int, help="constant rate factor for x264/x265 (default 23)")
+    o.add_argument("--preset", help="encoder preset (default medium)")
+    o.add_argument("--bitrate", help="target bitrate, e.g. 8M (codecs without CRF)")
+    o.add_argument("--audio", action=argparse.BooleanOptionalAction, default=None,
+                   help="copy the source's audio into the mp4 (default on; --no-audio drops it)")
+    s = r.add_argument_group("statistics")
+    s.add_argument("--stats-json", metavar="PATH", help="write all statistics as JSON (schema in README)")
+    s.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default=None,
+                   help="live terminal view (auto: rich on a terminal, plain lines otherwise)")
+    r.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -65,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("-o", "--output", required=True, help="output .safetensors path")
     conv.add_argument("--half", action="store_true", help="store float16 tensors (half the size)")
     conv.set_defaults(func=_cmd_convert)
+
+    _add_run_parser(sub)
 
     return p
 

@@ -1,0 +1,62 @@
+"""`segformer3d-rt eval`: mIoU with a per-class table and depth metrics over valid pixels."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .model import SegFormer3D
+from .pipeline.preprocess import model_input_size
+
+
+def _collate(samples: list) -> list:
+    return samples
+
+
+@torch.inference_mode()
+def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box: tuple[int, int] | None = None,
+             max_depth: float | None = 80.0, batch_size: int = 4, workers: int = 0,
+             precision: torch.dtype | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Predictions are resized to each label map's size (labels are never resized)."""
+    from .metrics import DepthMetrics, SegMetrics
+
+    meta = model.meta
+    model = model.to(device).eval()
+    seg = SegMetrics(meta.num_classes)
+    dep = DepthMetrics(max_depth=max_depth)
+    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    box = input_box or tuple(meta.input_size)
+    n = len(data) if limit is None else min(limit, len(data))
+    subset = torch.utils.data.Subset(data, range(n))
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    count = 0
+    for batch in loader:
+        for sample in batch:  # images may differ in size: one at a time through the network
+            h, w = sample.image.shape[:2]
+            x = torch.from_numpy(np.ascontiguousarray(sample.image)).to(device).permute(2, 0, 1)[None].float() / 255
+            size = model_input_size((h, w), box)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            ctx = torch.autocast(device.type, dtype=precision) if precision else contextlib.nullcontext()
+            with ctx:
+                out = model((x - mean) / std)
+            if sample.labels is not None:
+                logits = F.interpolate(out.seg_logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+                seg.update(logits.argmax(1)[0], torch.from_numpy(sample.labels).to(device))
+            if sample.depth is not None and out.depth is not None and meta.depth is not None:
+                raw = F.interpolate(out.depth.float(), size=(h, w), mode="bilinear", align_corners=False)
+                dep.update(meta.depth.to_depth(raw)[0, 0], torch.from_numpy(sample.depth).to(device))
+            count += 1
+    result: dict[str, Any] = {"images": count, "classes": list(meta.class_names)}
+    s = seg.compute()
+    result["segmentation"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()
+                              if k != "confusion"}
+    d = dep.compute()
+    result["depth"] = d if d.get("count", d.get("valid_pixels", 0)) else None
+    result["depth_unit"] = meta.depth.unit if meta.depth else None
+    result["max_depth"] = max_depth
+    return result

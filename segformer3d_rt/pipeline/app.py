@@ -1,0 +1,258 @@
+"""`segformer3d-rt run`: build the stages from a RunConfig, run them, report."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import RunConfig, as_dict
+from ..errors import SinkError, UserError
+from ..model import SegFormer3D, load_model
+from .dashboard import Dashboard
+from .infer import InferenceEngine, resolve_device, resolve_precision
+from .preprocess import Preprocessor
+from .runner import Pipeline, PipelineParts, Processed
+from .stats import PipelineStats
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_WEIGHTS = REPO_ROOT / "weights" / "segformer3d-rt-b0-synthetic.safetensors"
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+
+
+def default_weights() -> Path:
+    env = os.environ.get("SEGFORMER3D_RT_WEIGHTS")
+    path = Path(env) if env else BUNDLED_WEIGHTS
+    if not path.is_file():
+        raise UserError(f"no --weights given and the bundled weights are missing ({path}); "
+                        "pass --weights FILE (any supported checkpoint)")
+    return path
+
+
+def load_network(cfg: RunConfig) -> tuple[SegFormer3D, str]:
+    path = Path(cfg.weights) if cfg.weights else default_weights()
+    return load_model(path), str(path)
+
+
+class MainThreadDisplay:
+    """Hands frames from the sink thread to a window driven by the main thread (GUI toolkits need that)."""
+
+    def __init__(self, window: Any) -> None:
+        self.window = window
+        self._lock = threading.Lock()
+        self._latest: tuple | None = None
+        self.stop_requested = False
+
+    def write(self, frame: Any, rendered: np.ndarray) -> None:
+        with self._lock:
+            self._latest = (frame, rendered)
+
+    def pump(self) -> None:
+        with self._lock:
+            item, self._latest = self._latest, None
+        if item is not None:
+            self.window.write(*item)
+        else:
+            self.window.poll() if hasattr(self.window, "poll") else None
+        self.stop_requested = bool(getattr(self.window, "stop_requested", False))
+
+    def close(self) -> None:
+        self.window.close()
+
+
+def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack) -> tuple[list[Any], list[Any], list[str]]:
+    from .sinks import DisplaySink, ImageDirSink, Mp4Sink
+
+    sinks: list[Any] = []
+    main_thread: list[Any] = []
+    names: list[str] = []
+    for out in cfg.outputs:
+        p = Path(out)
+        if p.suffix.lower() in VIDEO_SUFFIXES:
+            time_base = getattr(source, "time_base", None)
+            audio = getattr(source, "path", None) if cfg.audio else None
+            sink = Mp4Sink(p, fps=source.fps or 25.0, time_base=time_base, audio_from=audio, codec=cfg.codec,
+                           crf=cfg.crf, preset=cfg.preset, bitrate=cfg.bitrate)
+        elif p.suffix:
+            raise UserError(f"output '{out}': unknown kind (use a .mp4/.mkv/.mov file or a directory)")
+        else:
+            sink = ImageDirSink(p)
+        sinks.append(stack.enter_context(sink))
+        names.append(str(p))
+    if cfg.show:
+        try:
+            window = stack.enter_context(DisplaySink())
+        except SinkError as e:
+            log.warning("no window: %s", e)
+        else:
+            adapter = MainThreadDisplay(window)
+            sinks.append(adapter)
+            main_thread.append(adapter)
+            names.append("window")
+    return sinks, main_thread, names
+
+
+def _renderer(cfg: RunConfig, meta: Any) -> Any:
+    from .render import RenderStyle, render_frame
+
+    style = RenderStyle(palette=np.asarray(meta.palette, dtype=np.uint8), class_names=tuple(meta.class_names),
+                        view=cfg.view, alpha=cfg.alpha, legend=cfg.legend, colormap=cfg.colormap,
+                        depth_range=cfg.depth_range, hud=cfg.hud)
+
+    def render(p: Processed, hud: list[str]) -> np.ndarray:
+        return render_frame(p.frame.image, p.classes, p.depth, style, hud_lines=hud)
+
+    return render
+
+
+class _Signals:
+    """First Ctrl-C / SIGTERM: stop capture and drain. Second: abort everything."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.count = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        self.pipeline.interrupted = True
+        if self.count == 1:
+            self.pipeline.request_stop()
+        else:
+            self.pipeline.abort.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run(cfg: RunConfig) -> int:
+    """Run the whole pipeline; returns the process exit code."""
+    from .sources import open_source
+
+    if cfg.stats_json:
+        _check_writable(cfg.stats_json)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    model, weights_path = load_network(cfg)
+    if cfg.view == "depth" and model.meta.depth is None:
+        raise UserError("--view depth needs a checkpoint with a depth head; this one is segmentation only")
+    box = cfg.input_size or tuple(model.meta.input_size)
+    engine = InferenceEngine(model, device, dtype, fold_heads=cfg.fold_heads)
+    stats = PipelineStats()
+    with ExitStack() as stack:
+        source = stack.enter_context(open_source(cfg.source, live=cfg.live, timeout_s=cfg.timeout_s,
+                                                 reconnect=cfg.reconnect))
+        sinks, main_thread, out_names = _open_sinks(cfg, source, stack)
+        live = source.live
+        parts = PipelineParts(
+            source=source, preprocess=Preprocessor(box, pin=device.type == "cuda"), engine=engine,
+            render=_renderer(cfg, model.meta), sinks=sinks, live=live,
+            batch_size=1 if live else cfg.batch_size, queue_size=cfg.queue_size, max_frames=cfg.max_frames,
+            hud=cfg.hud, main_thread_sinks=main_thread,
+        )
+        pipeline = Pipeline(parts, stats)
+        total = source.frame_count
+        if cfg.max_frames is not None:
+            total = min(total, cfg.max_frames) if total else cfg.max_frames
+        dash = Dashboard(stats, cfg.progress, total, source.fps, source.description)
+        with _Signals(pipeline), dash:
+            pipeline.start()
+            while pipeline.alive():
+                pipeline.pump()
+                dash.update()
+                time.sleep(0.01 if main_thread else 0.05)
+            pipeline.join()
+        # sinks finalise here (ExitStack), before anything is reported as written
+        close_error: UserError | None = None
+        try:
+            stack.close()
+        except UserError as e:
+            close_error = e
+
+    snap = stats.snapshot(source.fps if not live else None)
+    error = _error_line(pipeline, close_error)
+    report = _report(cfg, snap, source, weights_path, model, device, dtype, box, out_names, live, pipeline, error)
+    dash.summary(snap)
+    if cfg.stats_json:
+        _write_json(cfg.stats_json, report)
+    if error:
+        raise _Reported(error[0], error[1])
+    return 130 if pipeline.interrupted else 0
+
+
+class _Reported(UserError):
+    """An error raised after the summary was printed and the outputs were finalised."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+def _error_line(pipeline: Pipeline, close_error: UserError | None) -> tuple[str, int] | None:
+    for e in pipeline.errors:
+        if isinstance(e.error, UserError):
+            return str(e.error), e.error.exit_code
+        return f"{e.stage} stage failed: {type(e.error).__name__}: {e.error}", 1
+    if close_error is not None:
+        return str(close_error), close_error.exit_code
+    if pipeline.source_error is not None:
+        return str(pipeline.source_error), 2
+    return None
+
+
+def _report(cfg: RunConfig, snap: dict, source: Any, weights: str, model: SegFormer3D, device: torch.device,
+            dtype: torch.dtype | None, box: tuple[int, int], outputs: list[str], live: bool, pipeline: Pipeline,
+            error: tuple[str, int] | None) -> dict[str, Any]:
+    sizes = sorted({str(s) for s in pipeline.p.preprocess._size_for.values()})
+    return {
+        "version": __version__,
+        "source": {"spec": cfg.source, "description": source.description, "fps": source.fps,
+                   "frame_count": source.frame_count, "live": live},
+        "model": {"weights": weights, "variant": model.meta.variant, "input_box": list(box),
+                  "input_sizes": sizes, "device": str(device),
+                  "precision": {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype],
+                  "batch_size": pipeline.p.batch_size, "folded_heads": cfg.fold_heads},
+        "outputs": outputs,
+        **snap,
+        "interrupted": pipeline.interrupted,
+        "error": error[0] if error else None,
+        "config": as_dict(cfg),
+    }
+
+
+def _check_writable(path: str) -> None:
+    """Fail before processing, not after, when the stats file cannot be written."""
+    parent = Path(path).parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if Path(path).is_dir() or not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"cannot write stats to '{path}': not a writable location")
+
+
+def _write_json(path: str, report: dict[str, Any]) -> None:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".partial")
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+        tmp.replace(p)
+    except OSError as e:
+        raise UserError(f"cannot write stats to '{path}': {e.strerror or e}") from None

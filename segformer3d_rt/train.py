@@ -1,0 +1,275 @@
+"""`segformer3d-rt train`: both heads (or either), AdamW with warm-up + poly, checkpoints with metadata."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import UserError
+from .losses import DEPTH_LOSSES, depth_loss, seg_loss
+from .model import SegFormer3D, build_model, load_encoder, read_checkpoint, save_checkpoint
+from .model.checkpoints import load_state_strict
+from .model.metadata import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "synthetic"
+    split: str = "train"
+    out: str = "runs/train"
+    variant: str = "b0"
+    num_classes: int = 19
+    decoder_dim: int | None = None
+    crop: tuple[int, int] = (256, 512)  # H x W of training crops
+    steps: int = 10_000
+    batch_size: int = 8
+    lr: float = 6e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    poly_power: float = 1.0
+    seg_weight: float = 1.0
+    depth_weight: float = 1.0
+    depth_loss: str = "log-l1"
+    silog_lambda: float = 0.85
+    freeze: tuple[str, ...] = ()  # "encoder", "seg_head", "depth_head"
+    init: str | None = None  # MiT ImageNet file (encoder) or any full checkpoint
+    resume: str | None = None  # a run directory or its last.state.pt
+    seed: int = 0
+    workers: int = 1
+    amp: bool = True  # mixed precision on CUDA
+    device: str = "auto"
+    save_every: int = 1000
+    log_every: int = 20
+    augment: bool = True
+    progress: str = "auto"
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class TrainSet(Dataset):
+    """A dataset of Samples -> augmented, normalised tensors; randomness from (seed, index) only,
+    so results do not depend on the number of workers."""
+
+    def __init__(self, base: Dataset, crop: tuple[int, int], seed: int, augment: bool,
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        from .data.augment import Augment
+
+        self.base, self.seed, self.mean, self.std = base, seed, mean, std
+        self.augment = Augment(out_size=crop) if augment else Augment(
+            out_size=crop, scale=(1.0, 1.0), flip=False, color_jitter=False, blur=False, noise=False)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        from .data.augment import to_tensors
+
+        rng = np.random.default_rng([self.seed, index])
+        sample = self.augment(self.base[index], rng)
+        image, labels, depth = to_tensors(sample, self.mean, self.std)
+        return image, labels, depth
+
+
+def _set_frozen(model: SegFormer3D, freeze: tuple[str, ...]) -> None:
+    for name in freeze:
+        module = getattr(model, name, None)
+        if module is None:
+            raise UserError(f"cannot freeze '{name}': the model has no such part")
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def _train_mode(model: SegFormer3D, freeze: tuple[str, ...]) -> None:
+    """train() everywhere except frozen parts: their BatchNorm statistics and drop-path stay fixed."""
+    model.train()
+    for name in freeze:
+        getattr(model, name).eval()
+
+
+def _schedule(cfg: TrainConfig):
+    def factor(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return max(0.0, 1.0 - progress) ** cfg.poly_power
+    return factor
+
+
+def build_training_model(cfg: TrainConfig) -> tuple[SegFormer3D, str]:
+    """Fresh model, initialised from a MiT file (encoder) or any full checkpoint when asked."""
+    if cfg.init:
+        ckpt = read_checkpoint(cfg.init)
+        if not ckpt.encoder_only:
+            model = SegFormer3D(ckpt.meta if ckpt.meta.depth is not None else
+                                replace(ckpt.meta, depth=build_model("b0").meta.depth))
+            own = model.state_dict()
+            sd = dict(ckpt.state_dict)
+            for k in own:  # a segmentation-only checkpoint starts a fresh depth head
+                if k.startswith("depth_head.") and k not in sd:
+                    sd[k] = own[k]
+            load_state_strict(model, sd, f"'{cfg.init}' ({ckpt.format})")
+            return model, f"all weights from {cfg.init} ({ckpt.format})"
+    try:
+        model = build_model(cfg.variant, num_classes=cfg.num_classes, depth=True, decoder_dim=cfg.decoder_dim)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    model.meta = replace(model.meta, input_size=tuple(cfg.crop), source_format="segformer3d-rt")
+    if cfg.init:
+        fmt = load_encoder(model, cfg.init)
+        return model, f"encoder from {cfg.init} ({fmt})"
+    return model, "random initialisation"
+
+
+def _resume_path(resume: str) -> Path:
+    p = Path(resume)
+    if p.is_dir():
+        p = p / "last.state.pt"
+    if not p.is_file():
+        raise UserError(f"cannot resume: '{p}' not found")
+    return p
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run training; returns the path of the final checkpoint."""
+    from .data.registry import open_dataset
+    from .pipeline.infer import resolve_device
+
+    if cfg.depth_loss not in DEPTH_LOSSES:
+        raise UserError(f"unknown depth loss '{cfg.depth_loss}'; choose one of {', '.join(DEPTH_LOSSES)}")
+    device = resolve_device(cfg.device)
+    _seed_everything(cfg.seed)
+    model, init_note = build_training_model(cfg)
+    model.to(device)
+    _set_frozen(model, cfg.freeze)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("everything is frozen: nothing to train")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start = 0
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory '{out}': {e.strerror}") from None
+    if cfg.resume:
+        state = torch.load(_resume_path(cfg.resume), map_location=device, weights_only=True)
+        load_state_strict(model, state["model"], f"resume state '{cfg.resume}'")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed at step %d", start)
+
+    mean, std = model.meta.mean, model.meta.std
+    if model.meta.mean != IMAGENET_MEAN or model.meta.std != IMAGENET_STD:
+        log.info("normalising with the checkpoint's mean %s / std %s", mean, std)
+    base = open_dataset(cfg.data, cfg.split, default_length=max(cfg.steps * cfg.batch_size, 1), default_seed=cfg.seed)
+    data = TrainSet(base, cfg.crop, cfg.seed, cfg.augment, mean, std)
+    # A fixed permutation per seed; resuming skips what was consumed.
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    needed = (cfg.steps - start) * cfg.batch_size
+    order = (order * math.ceil((cfg.steps * cfg.batch_size) / len(order) + 1))[start * cfg.batch_size:][:needed]
+    loader = DataLoader(torch.utils.data.Subset(data, order), batch_size=cfg.batch_size, shuffle=False,
+                        num_workers=cfg.workers, drop_last=True, persistent_workers=False,
+                        pin_memory=device.type == "cuda")
+    (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "init_note": init_note}, indent=2))
+
+    reporter = _Reporter(cfg, start)
+    _train_mode(model, cfg.freeze)
+    step = start
+    with reporter:
+        for images, labels, depths in loader:
+            images, labels, depths = images.to(device), labels.to(device), depths.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                outputs = model(images)
+            ls = seg_loss(outputs.seg_logits, labels)
+            ld = (depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
+                  if outputs.depth is not None else ls * 0.0)
+            loss = cfg.seg_weight * ls + cfg.depth_weight * ld
+            if not torch.isfinite(loss):
+                raise UserError(f"loss became {loss.item()} at step {step}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()  # per iteration, not per epoch
+            step += 1
+            reporter.step(step, ls.item(), ld.item(), opt.param_groups[0]["lr"], len(images))
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                _save(model, opt, sched, scaler, step, out)
+                _train_mode(model, cfg.freeze)
+    final = out / "last.safetensors"
+    if step == start:
+        _save(model, opt, sched, scaler, step, out)
+    return final
+
+
+def _save(model: SegFormer3D, opt, sched, scaler, step: int, out: Path) -> None:
+    model.eval()
+    save_checkpoint(model, out / "last.safetensors")
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "scaler": scaler.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}
+    tmp = out / "last.state.pt.partial"
+    torch.save(state, tmp)
+    tmp.replace(out / "last.state.pt")
+
+
+class _Reporter:
+    """rich progress with losses and rate on a terminal; a plain line every log_every steps otherwise."""
+
+    def __init__(self, cfg: TrainConfig, start: int) -> None:
+        from rich.console import Console
+
+        self.cfg, self.start = cfg, start
+        self.console = Console(stderr=True)
+        mode = cfg.progress
+        if mode == "auto":
+            mode = "rich" if self.console.is_terminal else "plain"
+        self.mode = mode
+        self.t0 = time.perf_counter()
+        self.images = 0
+        self.avg: dict[str, float] = {}
+        self.progress = None
+
+    def __enter__(self) -> "_Reporter":
+        if self.mode == "rich":
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console)
+            self.progress.__enter__()
+            self.task = self.progress.add_task("train", total=self.cfg.steps, completed=self.start, info="")
+        return self
+
+    def step(self, step: int, ls: float, ld: float, lr: float, n: int) -> None:
+        self.images += n
+        for k, v in (("seg", ls), ("depth", ld)):
+            self.avg[k] = v if k not in self.avg else 0.95 * self.avg[k] + 0.05 * v
+        rate = self.images / max(1e-9, time.perf_counter() - self.t0)
+        info = f"seg {self.avg['seg']:.3f} depth {self.avg['depth']:.3f} lr {lr:.2e} {rate:.1f} img/s"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=info)
+        elif self.mode == "plain" and (step % self.cfg.log_every == 0 or step == self.cfg.steps):
+            print(f"step {step}/{self.cfg.steps} {info}", flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(None, None, None)
