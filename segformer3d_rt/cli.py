@@ -108,6 +108,114 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_cmd_run)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import parse_size
+    from .train import TrainConfig, train
+
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    cfg = TrainConfig(**{k: given[k] for k in TrainConfig.__dataclass_fields__ if k in given and k not in
+                         ("crop", "freeze")})
+    if args.crop:
+        cfg.crop = parse_size(args.crop)
+    if args.freeze:
+        cfg.freeze = tuple(args.freeze)
+    final = train(cfg)
+    print(f"wrote {final}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .commands.evaluation import run_eval
+
+    return run_eval(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .commands.benchmark import run_bench
+
+    return run_bench(args)
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser(
+        "bench", help="measure model-only and whole-pipeline speed (CPU or GPU)",
+        description="Model only: every combination of --sizes x --batch x --precision x --mode, after warm-up "
+                    "(CUDA events on GPU). With --source: the whole pipeline on that source, then the model alone "
+                    "at the same input size in the same run, and their throughput ratio.",
+        epilog="examples:\n  segformer3d-rt bench --sizes 512x1024,1024x2048 --precision fp32,fp16 "
+               "--mode folded,cudagraph\n  segformer3d-rt bench --source clip.mp4 --input-size 256x512",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--weights", help="checkpoint (default: a random model of --variant)")
+    b.add_argument("--variant", default="b0", help="b0..b5 when no --weights (default b0)")
+    b.add_argument("--sizes", default="512x1024", help="comma-separated HxW (model only)")
+    b.add_argument("--batch", default="1", help="comma-separated batch sizes (model only)")
+    b.add_argument("--precision", default="fp32", help="comma-separated fp32,fp16,bf16 (model only)")
+    b.add_argument("--mode", default="folded", help="comma-separated eager,folded,compile,cudagraph")
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--iters", type=int, default=30)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--threads", type=int, help="CPU threads for torch")
+    b.add_argument("--source", help="measure the whole pipeline on this source instead")
+    b.add_argument("--sink", choices=("null", "mp4"), default="null", help="pipeline output (default null)")
+    b.add_argument("--input-size", metavar="HxW", help="pipeline model input box")
+    b.add_argument("--pipeline-batch", type=int, default=None, help="pipeline batch size")
+    b.add_argument("--pipeline-precision", default=None, help="pipeline precision (auto|fp32|fp16|bf16)")
+    b.add_argument("--max-frames", type=int, help="pipeline: stop after N frames")
+    b.add_argument("--json", metavar="PATH", help="write all results as JSON")
+    b.set_defaults(func=_cmd_bench)
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train both heads (or either) on synthetic, Cityscapes or .npy data",
+                       description="Train the dual-head network. Datasets: synthetic[:seed=N,n=N,size=HxW] "
+                                   "(rendered on the fly), cityscapes:ROOT, npy:ROOT (original Segformer3D layout).")
+    t.add_argument("--data", help="dataset spec (default synthetic)")
+    t.add_argument("--split", help="dataset split (default train)")
+    t.add_argument("--out", help="run directory for checkpoints (default runs/train)")
+    t.add_argument("--variant", help="b0..b5 (default b0)")
+    t.add_argument("--num-classes", type=int)
+    t.add_argument("--decoder-dim", type=int)
+    t.add_argument("--crop", metavar="HxW", help="training crop (default 256x512)")
+    t.add_argument("--steps", type=int, help="iterations (default 10000)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="peak AdamW learning rate (default 6e-4)")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--warmup", type=int, help="linear warm-up iterations, then poly decay")
+    t.add_argument("--poly-power", type=float)
+    t.add_argument("--seg-weight", type=float)
+    t.add_argument("--depth-weight", type=float)
+    t.add_argument("--depth-loss", help="log-l1 (default), l1, berhu, silog, mse (the original's)")
+    t.add_argument("--silog-lambda", type=float)
+    t.add_argument("--freeze", action="append", choices=("encoder", "seg_head", "depth_head"),
+                   help="freeze a part (repeatable); --freeze encoder --freeze seg_head is the original's "
+                        "depth-head-only training")
+    t.add_argument("--init", help="initialise from a MiT ImageNet file (encoder) or any checkpoint")
+    t.add_argument("--resume", help="resume a run directory (or its last.state.pt)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--workers", type=int, help="data loader processes (default 1)")
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA")
+    t.add_argument("--device", help="auto | cpu | cuda[:N]")
+    t.add_argument("--save-every", type=int)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default=None)
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="mIoU and depth metrics of a checkpoint on a dataset",
+                       description="Evaluate: per-class IoU and mIoU, AbsRel, SqRel, RMSE, RMSElog, delta1-3.")
+    e.add_argument("--weights", help="checkpoint (default: the bundled weights)")
+    e.add_argument("--data", required=True, help="synthetic[:seed=N,n=N,size=HxW] | cityscapes:ROOT | npy:ROOT")
+    e.add_argument("--split", default="val")
+    e.add_argument("--input-size", metavar="HxW", help="model input box (default: the checkpoint's)")
+    e.add_argument("--max-depth", type=float, default=80.0, help="ignore ground truth beyond this (default 80)")
+    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16")
+    e.add_argument("--workers", type=int, default=0)
+    e.add_argument("--json", metavar="PATH", nargs="?", const="-", help="write JSON to PATH (or stdout with -)")
+    e.set_defaults(func=_cmd_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -136,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=_cmd_convert)
 
     _add_run_parser(sub)
+    _add_train_parser(sub)
+    _add_bench_parser(sub)
 
     return p
 

@@ -143,7 +143,15 @@ class _Signals:
 
 
 def run(cfg: RunConfig) -> int:
-    """Run the whole pipeline; returns the process exit code."""
+    """Run the whole pipeline; returns the process exit code (errors raise a one-line UserError)."""
+    code, report = execute(cfg)
+    if report["error"]:
+        raise _Reported(report["error"], code)
+    return code
+
+
+def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
+    """Run the whole pipeline; returns (exit code, the statistics report)."""
     from .sources import open_source
 
     if cfg.stats_json:
@@ -193,8 +201,8 @@ def run(cfg: RunConfig) -> int:
     if cfg.stats_json:
         _write_json(cfg.stats_json, report)
     if error:
-        raise _Reported(error[0], error[1])
-    return 130 if pipeline.interrupted else 0
+        return error[1], report
+    return (130 if pipeline.interrupted else 0), report
 
 
 class _Reported(UserError):

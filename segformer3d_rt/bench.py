@@ -1,0 +1,170 @@
+"""`segformer3d-rt bench`: model-only and whole-pipeline measurements, CPU or GPU.
+
+Model-only: every combination of input size x batch x precision x mode, after warm-up; GPU work is
+timed with CUDA events, CPU work with perf_counter. Fidelity of fp16/bf16 against fp32 on the same
+input is reported beside the speed (argmax agreement, depth relative difference).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .model import SegFormer3D, SegFormerOutput
+from .model.folding import fold
+from .pipeline.stats import summarise
+
+MODES = ("eager", "folded", "compile", "cudagraph")
+
+
+@dataclass
+class BenchCase:
+    size: tuple[int, int]
+    batch: int
+    precision: str  # fp32 | fp16 | bf16
+    mode: str  # eager | folded | compile | cudagraph
+
+
+class CudaGraphRunner:
+    """A static-shape CUDA graph of the network: one replay per batch, inputs copied into place.
+
+    Rebuilt by the caller only when the input shape changes (see InferenceEngine).
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], SegFormerOutput], example: torch.Tensor, warmup: int = 3) -> None:
+        self.static_in = example.clone()
+        stream = torch.cuda.Stream(example.device)
+        stream.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(stream):  # warm-up on a side stream, as capture requires
+            for _ in range(warmup):
+                fn(self.static_in)
+        torch.cuda.current_stream(example.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = fn(self.static_in)
+
+    def __call__(self, x: torch.Tensor) -> SegFormerOutput:
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out
+
+
+_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def make_forward(model: SegFormer3D, device: torch.device, precision: str, mode: str,
+                 example: torch.Tensor) -> Callable[[torch.Tensor], SegFormerOutput]:
+    dtype = _DTYPES[precision]
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("fp16 needs CUDA; use fp32 or bf16 on CPU")
+    net: torch.nn.Module = model if mode == "eager" else fold(model)
+
+    def forward(x: torch.Tensor) -> SegFormerOutput:
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with ctx:
+            return net(x)
+
+    if mode in ("eager", "folded"):
+        return forward
+    if mode == "compile":
+        return torch.compile(forward, mode="reduce-overhead" if device.type == "cuda" else "default")
+    if mode == "cudagraph":
+        if device.type != "cuda":
+            raise UserError("mode cudagraph needs a CUDA device")
+        return CudaGraphRunner(forward, example)
+    raise UserError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device, warmup: int,
+                 iters: int) -> list[float]:
+    """Seconds per call: CUDA events on GPU (after warm-up), perf_counter on CPU."""
+    for _ in range(warmup):
+        fn(x)
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(x)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+@torch.inference_mode()
+def fidelity(model: SegFormer3D, device: torch.device, precision: str, x: torch.Tensor) -> dict[str, float]:
+    """Argmax agreement and depth relative difference of a reduced precision against fp32."""
+    ref = make_forward(model, device, "fp32", "folded", x)(x)
+    low = make_forward(model, device, precision, "folded", x)(x)
+    agree = (ref.seg_logits.argmax(1) == low.seg_logits.float().argmax(1)).float().mean().item()
+    out = {"argmax_agreement": agree}
+    if ref.depth is not None and model.meta.depth is not None:
+        d_ref = model.meta.depth.to_depth(ref.depth.float())
+        d_low = model.meta.depth.to_depth(low.depth.float())
+        out["depth_rel_diff_mean"] = ((d_low - d_ref).abs() / d_ref.clamp_min(1e-6)).mean().item()
+        out["depth_rel_diff_p99"] = torch.quantile(
+            ((d_low - d_ref).abs() / d_ref.clamp_min(1e-6)).flatten()[:1_000_000].float(), 0.99).item()
+    return out
+
+
+def bench_model(model: SegFormer3D, device: torch.device, cases: list[BenchCase], warmup: int, iters: int,
+                check_fidelity: bool = True, on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    model = model.to(device).eval()
+    results = []
+    gen = torch.Generator().manual_seed(0)
+    for case in cases:
+        h, w = case.size
+        x = (torch.randn(case.batch, 3, h, w, generator=gen)).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        fn = make_forward(model, device, case.precision, case.mode, x)
+        times = time_forward(fn, x, device, warmup, iters)
+        s = summarise(times)
+        med = float(np.median(times))
+        r: dict[str, Any] = {
+            "size": f"{h}x{w}", "batch": case.batch, "precision": case.precision, "mode": case.mode,
+            "latency_ms": s, "throughput_fps": case.batch / med if med > 0 else None,
+            "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+        }
+        if check_fidelity and case.precision != "fp32":
+            r["fidelity"] = fidelity(model, device, case.precision, x)
+        results.append(r)
+        if on_result:
+            on_result(r)
+    return results
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import platform
+
+    import timm
+
+    env = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, gpu_mem_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version())
+        with contextlib.suppress(Exception):
+            import subprocess
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return env

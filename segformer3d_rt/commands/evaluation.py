@@ -1,0 +1,66 @@
+"""`eval`: load, evaluate, print a per-class table and depth metrics (or JSON)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UserError
+
+
+def print_report(result: dict, console: Console) -> None:
+    seg = result["segmentation"]
+    t = Table(title=f"segmentation ({result['images']} images)", title_justify="left")
+    t.add_column("class")
+    t.add_column("IoU", justify="right")
+    for name, iou in zip(result["classes"], seg["iou"]):
+        t.add_row(name, "-" if iou is None or iou != iou else f"{iou:.3f}")
+    t.add_row("[bold]mIoU[/]", f"{seg['miou']:.3f}" if seg["miou"] == seg["miou"] else "-")
+    t.add_row("[bold]mIoU (classes present)[/]",
+              f"{seg['miou_present']:.3f}" if seg["miou_present"] == seg["miou_present"] else "-")
+    console.print(t)
+    d = result["depth"]
+    if d:
+        dt = Table(title=f"depth ({result['depth_unit']}, ground truth <= {result['max_depth']})",
+                   title_justify="left")
+        keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
+        for k in keys:
+            dt.add_column(k, justify="right")
+        dt.add_row(*(f"{d[k]:.4f}" for k in keys))
+        console.print(dt)
+    else:
+        console.print("depth: no depth ground truth or no depth head")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..config import parse_size
+    from ..data.registry import open_dataset
+    from ..evaluate import evaluate
+    from ..model import load_model
+    from ..pipeline.app import default_weights
+    from ..pipeline.infer import resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    weights = args.weights or str(default_weights())
+    model = load_model(weights)
+    data = open_dataset(args.data, args.split, default_length=200, default_seed=7)
+    box = parse_size(args.input_size) if args.input_size else None
+    result = evaluate(model, data, device, input_box=box, max_depth=args.max_depth, limit=args.limit,
+                      workers=args.workers, precision=precision)
+    result["weights"] = weights
+    result["data"] = args.data
+    if args.json:
+        text = json.dumps(result, indent=2, default=float)
+        if args.json == "-":
+            print(text)
+            return 0
+        try:
+            Path(args.json).write_text(text)
+        except OSError as e:
+            raise UserError(f"cannot write '{args.json}': {e.strerror}") from None
+    print_report(result, Console())
+    return 0
