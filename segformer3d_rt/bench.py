@@ -17,6 +17,7 @@ import torch
 from .errors import UserError
 from .model import SegFormer3D, SegFormerOutput
 from .model.folding import fold
+from .pipeline.infer import CudaGraphRunner
 from .pipeline.stats import summarise
 
 MODES = ("eager", "folded", "compile", "cudagraph")
@@ -28,30 +29,6 @@ class BenchCase:
     batch: int
     precision: str  # fp32 | fp16 | bf16
     mode: str  # eager | folded | compile | cudagraph
-
-
-class CudaGraphRunner:
-    """A static-shape CUDA graph of the network: one replay per batch, inputs copied into place.
-
-    Rebuilt by the caller only when the input shape changes (see InferenceEngine).
-    """
-
-    def __init__(self, fn: Callable[[torch.Tensor], SegFormerOutput], example: torch.Tensor, warmup: int = 3) -> None:
-        self.static_in = example.clone()
-        stream = torch.cuda.Stream(example.device)
-        stream.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(stream):  # warm-up on a side stream, as capture requires
-            for _ in range(warmup):
-                fn(self.static_in)
-        torch.cuda.current_stream(example.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_out = fn(self.static_in)
-
-    def __call__(self, x: torch.Tensor) -> SegFormerOutput:
-        self.static_in.copy_(x)
-        self.graph.replay()
-        return self.static_out
 
 
 _DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}

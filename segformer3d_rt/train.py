@@ -181,7 +181,9 @@ def train(cfg: TrainConfig) -> Path:
     mean, std = model.meta.mean, model.meta.std
     if model.meta.mean != IMAGENET_MEAN or model.meta.std != IMAGENET_STD:
         log.info("normalising with the checkpoint's mean %s / std %s", mean, std)
-    base = open_dataset(cfg.data, cfg.split, default_length=max(cfg.steps * cfg.batch_size, 1), default_seed=cfg.seed)
+    # the synthetic world is rendered on demand: a fixed, large length keeps the sample order
+    # independent of --steps, which is what makes --resume continue exactly
+    base = open_dataset(cfg.data, cfg.split, default_length=1_000_000, default_seed=cfg.seed)
     data = TrainSet(base, cfg.crop, cfg.seed, cfg.augment, mean, std)
     # A fixed permutation per seed; resuming skips what was consumed.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed)).tolist()

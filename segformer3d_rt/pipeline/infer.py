@@ -50,8 +50,35 @@ class DeviceBatch:
 
 @dataclass
 class BatchResult:
-    classes: torch.Tensor  # B x H x W uint8 (host)
-    depth: torch.Tensor | None  # B x h x w float32 (host), in the checkpoint's depth unit
+    classes: torch.Tensor  # B x H x W uint8, at model input resolution
+    depth: torch.Tensor | None  # B x h x w float32 (stride 4), in the checkpoint's depth unit
+    images: torch.Tensor | None = None  # the uploaded frames, kept on the device for GPU rendering
+
+
+class CudaGraphRunner:
+    """A static-shape CUDA graph of ``fn``: each call copies the input into place and replays.
+
+    Kernel launches dominate small SegFormers (B0 is launch-bound on big GPUs), which a graph
+    removes. The caller keeps one runner per input shape and builds a new one only when the
+    shape changes.
+    """
+
+    def __init__(self, fn, example: torch.Tensor, warmup: int = 3) -> None:
+        self.static_in = example.clone()
+        stream = torch.cuda.Stream(example.device)
+        stream.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(stream):  # capture requires warm-up on a side stream
+            for _ in range(warmup):
+                fn(self.static_in)
+        torch.cuda.current_stream(example.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = fn(self.static_in)
+
+    def __call__(self, x: torch.Tensor):
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out
 
 
 class InferenceEngine:
@@ -62,12 +89,17 @@ class InferenceEngine:
     """
 
     def __init__(self, model: SegFormer3D, device: torch.device, precision: torch.dtype | None,
-                 fold_heads: bool = True) -> None:
+                 fold_heads: bool = True, cuda_graphs: bool | None = None, keep_on_device: bool = False) -> None:
         self.meta = model.meta
         self.device = device
         self.dtype = precision
         model = model.to(device).eval()
         self.model = fold(model) if fold_heads else model
+        self.cuda_graphs = (device.type == "cuda") if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and device.type != "cuda":
+            raise UserError("CUDA graphs need a CUDA device")
+        self.keep_on_device = keep_on_device  # GPU rendering: outputs stay where they were computed
+        self._graphs: dict[tuple, CudaGraphRunner] = {}
         self.mean = torch.tensor(self.meta.mean, device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(self.meta.std, device=device).view(1, 3, 1, 1) * 255.0
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -90,11 +122,9 @@ class InferenceEngine:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
-    @torch.inference_mode()
-    def run(self, batch: DeviceBatch, size: tuple[int, int] | None = None) -> BatchResult:
-        if batch.ready is not None:
-            torch.cuda.current_stream(self.device).wait_event(batch.ready)
-        x = self.normalise(batch.images, size)
+    def _compute(self, images: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 frames -> (uint8 class map at model input size, depth at stride 4), all on the device."""
+        x = self.normalise(images, size)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None
                     else contextlib.nullcontext())
         with autocast:
@@ -104,6 +134,22 @@ class InferenceEngine:
         depth = None
         if out.depth is not None and self.meta.depth is not None:
             depth = self.meta.depth.to_depth(out.depth.float())[:, 0]
+        return classes, depth
+
+    @torch.inference_mode()
+    def run(self, batch: DeviceBatch, size: tuple[int, int] | None = None) -> BatchResult:
+        if batch.ready is not None:
+            torch.cuda.current_stream(self.device).wait_event(batch.ready)
+        if self.cuda_graphs:
+            key = (tuple(batch.images.shape), size)
+            if key not in self._graphs:  # built once per input shape
+                self._graphs[key] = CudaGraphRunner(lambda t: self._compute(t, size), batch.images)
+            classes, depth = self._graphs[key](batch.images)
+            classes, depth = classes.clone(), (depth.clone() if depth is not None else None)
+        else:
+            classes, depth = self._compute(batch.images, size)
+        if self.keep_on_device:
+            return BatchResult(classes, depth, batch.images)
         # one synchronising transfer of small tensors; the logits never leave the device
         return BatchResult(classes.cpu(), depth.cpu() if depth is not None else None)
 

@@ -89,8 +89,9 @@ class StageError:
 @dataclass
 class Processed:
     frame: Frame
-    classes: np.ndarray  # h x w uint8
-    depth: np.ndarray | None  # h' x w' float32
+    classes: np.ndarray | torch.Tensor  # h x w uint8 (a device tensor when rendering on the GPU)
+    depth: np.ndarray | torch.Tensor | None  # h' x w' float32
+    image: torch.Tensor | None = None  # the frame on the device, when rendering on the GPU
 
 
 @dataclass
@@ -212,12 +213,20 @@ class Pipeline:
             batch, dev = pending
             pending = None
             t0 = time.perf_counter()
-            result = engine.run(dev)
+            first_frame = batch[0][0]
+            size = (self.p.preprocess.input_size((first_frame.height, first_frame.width))
+                    if self.p.preprocess.resize_on_device else None)
+            result = engine.run(dev, size)
             dt = time.perf_counter() - t0
             self.stats.add_stage("inference", dt / len(batch), frames=len(batch))
+            host = not engine.keep_on_device
             for i, (frame, _) in enumerate(batch):
-                depth = result.depth[i].numpy() if result.depth is not None else None
-                if not self.q_results.put(Processed(frame, result.classes[i].numpy(), depth)):
+                classes = result.classes[i]
+                depth = result.depth[i] if result.depth is not None else None
+                image = result.images[i] if result.images is not None else None
+                if host:
+                    classes, depth = classes.numpy(), (depth.numpy() if depth is not None else None)
+                if not self.q_results.put(Processed(frame, classes, depth, image)):
                     return
             # Upload the next batch if one is already waiting, so on CUDA its copy overlaps compute.
             if not ended:
