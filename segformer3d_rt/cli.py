@@ -54,6 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "codec": args.codec, "crf": args.crf, "preset": args.preset, "bitrate": args.bitrate,
         "audio": args.audio, "max_frames": args.max_frames, "stats_json": args.stats_json,
         "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
+        "device_stages": args.device_stages, "cuda_graphs": args.cuda_graphs,
     }
     return run(build_config(args.pipeline, overrides))
 
@@ -86,6 +87,11 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--timeout", type=float, metavar="S", help="open/read timeout for cameras and streams")
     g.add_argument("--fold-heads", action=argparse.BooleanOptionalAction, default=None,
                    help="fold the linear decoder steps for inference (exact, faster; default on)")
+    g.add_argument("--device-stages", action=argparse.BooleanOptionalAction, default=None,
+                   help="resize and render on the inference device, download only the final frame "
+                        "(default: on for CUDA)")
+    g.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay inference as a CUDA graph per input shape (default: on for CUDA)")
     v = r.add_argument_group("rendering")
     v.add_argument("--view", help="overlay | seg | depth | side-by-side | grid (default overlay)")
     v.add_argument("--alpha", type=float, help="class colour weight in the overlay (default 0.5)")

@@ -47,6 +47,8 @@ class RunConfig:
     timeout_s: float = 10.0  # open/read timeout of cameras and network streams
     reconnect: bool = True
     fold_heads: bool = True  # inference-time folding of the linear decoder steps (exact)
+    device_stages: bool | None = None  # resize + render on the inference device (None: on for CUDA)
+    cuda_graphs: bool | None = None  # capture inference as a CUDA graph per input shape (None: on for CUDA)
 
     def validate(self) -> "RunConfig":
         if not self.source:
@@ -63,6 +65,12 @@ class RunConfig:
             raise UserError("--batch-size and --queue-size must be at least 1")
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError("--max-frames must be at least 1")
+        from .pipeline.render import COLORMAPS
+
+        if self.colormap not in COLORMAPS:
+            raise UserError(f"unknown colour map '{self.colormap}'; choose one of {', '.join(COLORMAPS)}")
+        if self.depth_range is not None and not self.depth_range[0] < self.depth_range[1]:
+            raise UserError(f"--depth-range needs NEAR < FAR, got {self.depth_range[0]} {self.depth_range[1]}")
         if self.progress not in ("auto", "rich", "plain", "none"):
             raise UserError(f"unknown progress mode '{self.progress}'")
         return self

@@ -102,17 +102,22 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack) -> tuple[list[Any
     return sinks, main_thread, names
 
 
-def _renderer(cfg: RunConfig, meta: Any) -> Any:
+def _renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
+    """Host rendering (numpy/cv2), or on ``device`` where only the finished frame is downloaded."""
     from .render import RenderStyle, render_frame
 
-    style = RenderStyle(palette=np.asarray(meta.palette, dtype=np.uint8), class_names=tuple(meta.class_names),
-                        view=cfg.view, alpha=cfg.alpha, legend=cfg.legend, colormap=cfg.colormap,
-                        depth_range=cfg.depth_range, hud=cfg.hud)
+    try:
+        style = RenderStyle(palette=np.asarray(meta.palette, dtype=np.uint8), class_names=tuple(meta.class_names),
+                            view=cfg.view, alpha=cfg.alpha, legend=cfg.legend, colormap=cfg.colormap,
+                            depth_range=cfg.depth_range, hud=cfg.hud)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if device is not None:
+        from .render_torch import TorchRenderer
 
-    def render(p: Processed, hud: list[str]) -> np.ndarray:
-        return render_frame(p.frame.image, p.classes, p.depth, style, hud_lines=hud)
-
-    return render
+        gpu = TorchRenderer(style, device)
+        return lambda p, hud: gpu.render(p.image, p.classes, p.depth, hud_lines=hud)
+    return lambda p, hud: render_frame(p.frame.image, p.classes, p.depth, style, hud_lines=hud)
 
 
 class _Signals:
@@ -162,7 +167,9 @@ def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
     if cfg.view == "depth" and model.meta.depth is None:
         raise UserError("--view depth needs a checkpoint with a depth head; this one is segmentation only")
     box = cfg.input_size or tuple(model.meta.input_size)
-    engine = InferenceEngine(model, device, dtype, fold_heads=cfg.fold_heads)
+    on_device = (device.type == "cuda") if cfg.device_stages is None else cfg.device_stages
+    engine = InferenceEngine(model, device, dtype, fold_heads=cfg.fold_heads, cuda_graphs=cfg.cuda_graphs,
+                             keep_on_device=on_device)
     stats = PipelineStats()
     with ExitStack() as stack:
         source = stack.enter_context(open_source(cfg.source, live=cfg.live, timeout_s=cfg.timeout_s,
@@ -170,8 +177,8 @@ def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         sinks, main_thread, out_names = _open_sinks(cfg, source, stack)
         live = source.live
         parts = PipelineParts(
-            source=source, preprocess=Preprocessor(box, pin=device.type == "cuda"), engine=engine,
-            render=_renderer(cfg, model.meta), sinks=sinks, live=live,
+            source=source, preprocess=Preprocessor(box, pin=device.type == "cuda", resize_on_device=on_device),
+            engine=engine, render=_renderer(cfg, model.meta, device if on_device else None), sinks=sinks, live=live,
             batch_size=1 if live else cfg.batch_size, queue_size=cfg.queue_size, max_frames=cfg.max_frames,
             hud=cfg.hud, main_thread_sinks=main_thread,
         )
@@ -236,7 +243,8 @@ def _report(cfg: RunConfig, snap: dict, source: Any, weights: str, model: SegFor
         "model": {"weights": weights, "variant": model.meta.variant, "input_box": list(box),
                   "input_sizes": sizes, "device": str(device),
                   "precision": {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype],
-                  "batch_size": pipeline.p.batch_size, "folded_heads": cfg.fold_heads},
+                  "batch_size": pipeline.p.batch_size, "folded_heads": cfg.fold_heads,
+                  "cuda_graphs": pipeline.p.engine.cuda_graphs, "device_stages": pipeline.p.engine.keep_on_device},
         "outputs": outputs,
         **snap,
         "interrupted": pipeline.interrupted,

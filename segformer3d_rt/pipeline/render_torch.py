@@ -1,0 +1,198 @@
+"""The render stage on a torch device: colouring, blending and depth colour mapping stay on the GPU.
+
+Only the finished uint8 canvas (and 256 class counts for the legend) is downloaded; legend, HUD
+and notes are then drawn on the host by ``render.annotate``, the same code the numpy path uses.
+The arithmetic mirrors ``render.py`` operation by operation (exact nearest, normalised bilinear,
+integer percentile positions, float32 index maths), so both back ends agree to a level or two.
+Nothing here synchronises with the device before the final download.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .render import (
+    CLASS_PANELS,
+    ROBUST_PERCENTILES,
+    RenderStyle,
+    annotate,
+    class_lut,
+    colormap_lut,
+    validate_view,
+    view_layout,
+)
+
+
+def _batched(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Add a leading batch axis when ``t`` has ``ndim`` dims (a single frame)."""
+    return t.unsqueeze(0) if t.dim() == ndim else t
+
+
+def nearest_indices(n_src: int, n_dst: int, device: torch.device) -> torch.Tensor:
+    """Exact half-pixel nearest: src = floor((dst + 0.5) * n_src / n_dst), in integers."""
+    dst = torch.arange(n_dst, device=device, dtype=torch.long)
+    return torch.clamp(((2 * dst + 1) * n_src) // (2 * n_dst), max=n_src - 1)
+
+
+def resize_nearest(ids: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """B x h x w -> B x H x W, exact half-pixel nearest (same as render.resize_nearest).
+
+    Integer index gathers rather than F.interpolate("nearest-exact"): its float scale could pick
+    the other neighbour at exact ties on some device/scale, and class ids must agree exactly.
+    """
+    h, w = int(ids.shape[-2]), int(ids.shape[-1])
+    if (h, w) == tuple(hw):
+        return ids
+    iy = nearest_indices(h, hw[0], ids.device)
+    ix = nearest_indices(w, hw[1], ids.device)
+    return ids.index_select(-2, iy).index_select(-1, ix)
+
+
+def valid_depth(depth: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(depth) & (depth > 0)
+
+
+def robust_depth_range(depth: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame (near, far) as B-vectors: 2nd/98th percentile of valid pixels, (0, 1) if none.
+
+    Sort-based with invalid pixels pushed to +inf, so there is no data-dependent shape (and no
+    device sync), and no torch.quantile size limit. Positions are integer maths as in render.py.
+    """
+    flat = torch.where(valid, depth, torch.full_like(depth, float("inf"))).flatten(1)
+    s = flat.sort(dim=1).values
+    n = valid.flatten(1).sum(dim=1)  # int64, B
+    last = (n - 1).clamp_min(0)
+    out = []
+    for q in ROBUST_PERCENTILES:
+        k = q * last
+        lo = k // 100
+        hi = torch.minimum(lo + 1, last)
+        frac = (k % 100).to(torch.float32) / 100.0
+        a = s.gather(1, lo[:, None])[:, 0]
+        b = s.gather(1, hi[:, None])[:, 0]
+        out.append(a + (b - a) * frac)
+    none = n == 0
+    near = torch.where(none, torch.zeros_like(out[0]), out[0])
+    far = torch.where(none, torch.ones_like(out[1]), out[1])
+    return near, far
+
+
+def resize_depth(depth: torch.Tensor, valid: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear resize ignoring invalid pixels (normalised by the resized validity mask)."""
+    if tuple(depth.shape[-2:]) == tuple(hw):
+        return depth, valid
+    both = torch.stack([torch.where(valid, depth, torch.zeros_like(depth)), valid.to(depth.dtype)], dim=1)
+    d, m = F.interpolate(both, size=hw, mode="bilinear", align_corners=False).unbind(1)
+    return d / m.clamp_min(1e-6), m >= 0.5
+
+
+def depth_rgb(depth: torch.Tensor, valid: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+              lut: torch.Tensor) -> torch.Tensor:
+    """B x H x W depth -> B x H x W x 3 uint8; near/far are B-vectors (float32)."""
+    near, far = near.view(-1, 1, 1), far.view(-1, 1, 1)
+    scale = 255.0 / (far - near).clamp_min(1e-6)
+    d = torch.where(valid, depth, far.expand_as(depth))
+    idx = torch.round((far - d) * scale).clamp_(0, 255).to(torch.long)
+    rgb = lut[idx]
+    return rgb.masked_fill_(~valid.unsqueeze(-1), 0)
+
+
+def blend(image: torch.Tensor, color: torch.Tensor, alpha: float) -> torch.Tensor:
+    out = image.to(torch.float32) * (1.0 - alpha) + color.to(torch.float32) * alpha
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def class_counts(classes: torch.Tensor) -> torch.Tensor:
+    """B x 256 pixel counts per id, one bincount for the whole batch (ids offset per frame)."""
+    b = classes.shape[0]
+    offs = torch.arange(b, device=classes.device).view(-1, 1) * 256
+    flat = (classes.reshape(b, -1).to(torch.long) + offs).flatten()
+    return torch.bincount(flat, minlength=256 * b).view(b, 256)
+
+
+class TorchRenderer:
+    """``render.render_frame`` for torch tensors on any device; palette and colour map uploaded once.
+
+    ``__call__`` returns the canvas tensor without text (on the device); ``render`` downloads it
+    and draws legend/HUD/notes on the host, i.e. the drop-in replacement for ``render_frame``.
+    """
+
+    def __init__(self, style: RenderStyle, device: torch.device | str = "cpu") -> None:
+        self.style = style
+        self.device = torch.device(device)
+        self.layout = view_layout(style.view)
+        self.panel_names = frozenset(n for row in self.layout for n in row)
+        self._class_lut = torch.from_numpy(class_lut(style.palette)).to(self.device)
+        self._depth_lut = torch.from_numpy(colormap_lut(style.colormap).copy()).to(self.device)
+        self._range = None if style.depth_range is None else (
+            torch.tensor(style.depth_range, dtype=torch.float32, device=self.device))
+
+    def _upload(self, t: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(t).to(self.device, non_blocking=True)
+
+    def _inputs(self, image: torch.Tensor | np.ndarray, classes: torch.Tensor | np.ndarray | None,
+                depth: torch.Tensor | np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        img = _batched(self._upload(image), 3)
+        if img.dim() != 4 or img.shape[-1] != 3 or img.dtype != torch.uint8:
+            raise ValueError(f"image must be (B x) H x W x 3 uint8, got {tuple(img.shape)} {img.dtype}")
+        cls = None if classes is None else _batched(self._upload(classes), 2)
+        if cls is not None:
+            if cls.dtype != torch.uint8:
+                cls = torch.where((cls < 0) | (cls > 255), 255, cls).to(torch.uint8)
+            if cls.dim() != 3 or cls.shape[0] != img.shape[0]:
+                raise ValueError(f"classes must be (B x) h x w matching the image batch, got {tuple(cls.shape)}")
+        dep = None if depth is None else _batched(self._upload(depth), 2).to(torch.float32)
+        if dep is not None and (dep.dim() != 3 or dep.shape[0] != img.shape[0]):
+            raise ValueError(f"depth must be (B x) h x w matching the image batch, got {tuple(dep.shape)}")
+        return img, cls, dep
+
+    def _depth_panel(self, depth: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        valid = valid_depth(depth)
+        if self._range is not None:
+            near, far = self._range[0].expand(depth.shape[0]), self._range[1].expand(depth.shape[0])
+        else:
+            near, far = robust_depth_range(depth, valid)  # from the raw map, as render.py does
+        d, v = resize_depth(depth, valid, hw)
+        return depth_rgb(d, v, near, far, self._depth_lut)
+
+    def _canvas(self, img: torch.Tensor, cls: torch.Tensor | None, dep: torch.Tensor | None) -> torch.Tensor:
+        validate_view(self.style.view, has_classes=cls is not None, has_depth=dep is not None)
+        hw = (int(img.shape[1]), int(img.shape[2]))
+        panels = {"frame": img, "seg": img, "overlay": img, "depth": img}
+        if cls is not None and self.panel_names & CLASS_PANELS:
+            seg = self._class_lut[resize_nearest(cls, hw).to(torch.long)]
+            panels["seg"] = seg
+            if "overlay" in self.panel_names:
+                panels["overlay"] = blend(img, seg, self.style.alpha)
+        if dep is not None and "depth" in self.panel_names:
+            panels["depth"] = self._depth_panel(dep, hw)
+        # Single-panel views are always a fresh tensor (validate_view rules out the bare frame).
+        rows = [torch.cat([panels[n] for n in row], dim=2) for row in self.layout]
+        return torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor, classes: torch.Tensor | None,
+                 depth: torch.Tensor | None = None) -> torch.Tensor:
+        """Canvas without text: uint8 (B x) H' x W' x 3 on ``self.device`` (batched iff image is)."""
+        img, cls, dep = self._inputs(image, classes, depth)
+        canvas = self._canvas(img, cls, dep)
+        return canvas[0] if torch.as_tensor(image).dim() == 3 else canvas
+
+    @torch.no_grad()
+    def render(self, image: torch.Tensor, classes: torch.Tensor | None, depth: torch.Tensor | None = None,
+               hud_lines: Sequence[str] = ()) -> np.ndarray:
+        """Finished frame(s) on the host: the canvas plus legend, HUD and notes (like render_frame)."""
+        img, cls, dep = self._inputs(image, classes, depth)
+        canvas = self._canvas(img, cls, dep)
+        counts = None
+        if cls is not None and self.style.legend and self.panel_names & CLASS_PANELS:
+            counts = class_counts(cls).cpu().numpy()  # 256 ints per frame, from the small map
+        out = canvas.cpu().numpy()
+        hw = (int(img.shape[1]), int(img.shape[2]))
+        for i, frame in enumerate(out):
+            annotate(frame, self.style, hw, counts=None if counts is None else counts[i], hud_lines=hud_lines,
+                     has_classes=cls is not None, has_depth=dep is not None)
+        return out[0] if torch.as_tensor(image).dim() == 3 else out
