@@ -1,0 +1,656 @@
+"""Output sinks: where rendered frames go (a video file, a window, a directory of images, nowhere).
+
+Every sink takes ``write(frame, rendered)`` calls (``rendered`` is RGB uint8, H x W x 3) and is finalised by
+``close()``, which is idempotent; use them as context managers so they close on every path::
+
+    with Mp4Sink("out.mp4", fps=25, time_base=source.time_base, audio_from="clip.mp4") as sink:
+        for frame in frames:
+            sink.write(frame, render(frame))
+
+Bad output (unwritable path, unknown codec, no display) is reported as a one-line :class:`SinkError`, as early as
+possible: at construction, before any frame was processed.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import cv2
+import numpy as np
+
+from ..errors import SinkError
+from .frames import Frame
+
+__all__ = ["DisplaySink", "ImageDirSink", "Mp4Sink", "NullSink", "Sink", "display_available"]
+
+log = logging.getLogger(__name__)
+
+# container format per output suffix; the partial file's own suffix cannot tell FFmpeg what to write
+CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_X264_FAMILY = frozenset({"libx264", "libx265"})  # encoders that take crf/preset
+_PARTIAL_SUFFIX = ".partial"
+_PROBE_TIMEOUT_S = 15.0
+_ESC = 27
+
+
+def _reason(e: BaseException) -> str:
+    """The human part of an OS/FFmpeg error, without the errno and file name decoration."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return str(text).strip().rstrip(".")
+
+
+def _writable_dir(directory: Path) -> str | None:
+    """Create ``directory`` (and its parents) if missing; why it cannot hold new files, or None."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"'{existing}' is not a directory"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create directory '{directory}': {_reason(e)}"
+    return None
+
+
+class Sink(abc.ABC):
+    """Takes rendered frames. ``stop_requested`` turns True when the user asked to quit (e.g. closed a window)."""
+
+    stop_requested: bool = False
+
+    @abc.abstractmethod
+    def write(self, frame: Frame, rendered: np.ndarray) -> None:
+        """Consume one rendered frame (RGB uint8, H x W x 3)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finalise the output. Idempotent."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # an error is already on its way out: finalise what we can without hiding it
+            self.close()
+        except SinkError as e:
+            log.warning("%s", e)
+
+
+def _check_rgb(rendered: np.ndarray) -> None:
+    if rendered.dtype != np.uint8 or rendered.ndim != 3 or rendered.shape[2] != 3:
+        raise ValueError(f"sinks take RGB uint8 H x W x 3 images, got {rendered.dtype} {rendered.shape}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# null
+# ---------------------------------------------------------------------------------------------------------------
+class NullSink(Sink):
+    """Discards frames (benchmarks, dry runs); counts them."""
+
+    def __init__(self) -> None:
+        self.frames_written = 0
+
+    def write(self, frame: Frame, rendered: np.ndarray) -> None:
+        self.frames_written += 1
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# image directory
+# ---------------------------------------------------------------------------------------------------------------
+class ImageDirSink(Sink):
+    """One image file per frame: ``<frame.name stem>.<ext>`` for image sources, else ``<index:06d>.<ext>``."""
+
+    def __init__(self, directory: str | Path, ext: str = "png") -> None:
+        self.directory = Path(directory)
+        self.ext = ext.lower().lstrip(".")
+        self.frames_written = 0
+        if not cv2.haveImageWriter(f"probe.{self.ext}"):
+            raise SinkError(f"cannot write images to '{self.directory}': unknown image format '.{self.ext}'")
+        problem = _writable_dir(self.directory)
+        if problem is None:
+            try:  # permission bits are not the whole story (read-only mounts, root, ACLs): try it
+                with tempfile.TemporaryFile(dir=self.directory):
+                    pass
+            except OSError as e:
+                problem = _reason(e)
+        if problem is not None:
+            raise SinkError(f"cannot write images to '{self.directory}': {problem}")
+
+    def path_for(self, frame: Frame) -> Path:
+        stem = Path(frame.name).stem if frame.name else f"{frame.index:06d}"
+        return self.directory / f"{stem}.{self.ext}"
+
+    def write(self, frame: Frame, rendered: np.ndarray) -> None:
+        _check_rgb(rendered)
+        path = self.path_for(frame)
+        # cv2 stores BGR; imencode + write_bytes also copes with non-ASCII paths, which imwrite does not everywhere
+        ok, data = cv2.imencode(f".{self.ext}", cv2.cvtColor(rendered, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise SinkError(f"cannot encode frame {frame.index} as .{self.ext}")
+        try:
+            path.write_bytes(data.tobytes())
+        except OSError as e:
+            raise SinkError(f"cannot write '{path}': {_reason(e)}") from e
+        self.frames_written += 1
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# display window
+# ---------------------------------------------------------------------------------------------------------------
+def _gui_backend() -> str:
+    """The GUI line of OpenCV's build information: 'QT5', 'GTK3', 'WIN32UI', 'COCOA', 'NONE', ..."""
+    match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    return match.group(1).upper() if match else "UNKNOWN"
+
+
+def _window_probe(timeout_s: float = _PROBE_TIMEOUT_S) -> str | None:
+    """Open and close a window in a child process; what went wrong, or None.
+
+    OpenCV's Qt/GTK backends abort the whole process when the X server cannot be reached (a stale $DISPLAY after an
+    ssh session, a container without the socket), which would kill the run and lose its output, so ask a throwaway
+    process first."""
+    code = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows(); cv2.waitKey(1)"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return f"no answer within {timeout_s:.0f} s"
+    except OSError as e:
+        return f"cannot start a probe process: {_reason(e)}"
+    if done.returncode == 0:
+        return None
+    said = [line.strip() for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
+    return said[0][:160] if said else f"exit code {done.returncode}"
+
+
+def display_available(*, probe: bool = True) -> tuple[bool, str]:
+    """Whether a :class:`DisplaySink` can open a window here, and why not: ``(ok, reason)``.
+
+    ``probe`` (X11/Wayland only) tries a window in a child process, which costs about a second."""
+    if not hasattr(cv2, "imshow"):
+        return False, "OpenCV has no GUI functions (a headless build)"
+    backend = _gui_backend()
+    if backend == "NONE":
+        return False, "OpenCV was built without GUI support"
+    if sys.platform in ("win32", "darwin"):
+        return True, f"OpenCV GUI backend {backend}"
+    x11, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+    if not x11 and not wayland:
+        return False, "no display ($DISPLAY is not set)"
+    if not x11 and backend.startswith("QT"):  # OpenCV's Qt wheels ship only the X11 (xcb) platform plugin
+        return False, "no X11 display ($DISPLAY is not set; OpenCV's Qt window needs X11 or XWayland)"
+    if probe:
+        problem = _window_probe()
+        if problem is not None:
+            where = f"display {x11!r}" if x11 else f"Wayland display {wayland!r}"
+            return False, f"cannot open a window on {where}: {problem}"
+    return True, f"OpenCV GUI backend {backend}"
+
+
+class DisplaySink(Sink):
+    """Shows frames in an OpenCV window. q or Esc, or closing the window, sets ``stop_requested``.
+
+    GUI toolkits want one thread: create, write to, poll and close it from the same (main) thread."""
+
+    def __init__(self, title: str = "segformer3d-rt", max_size: tuple[int, int] | None = (1280, 720)) -> None:
+        ok, reason = display_available()
+        if not ok:
+            raise SinkError(f"cannot show a window: {reason}")
+        self.title = title
+        self.max_size = max_size
+        self.stop_requested = False
+        self._shown = False
+        self._closed = False
+        try:
+            # frames arrive already fitted to max_size; GUI_NORMAL drops the Qt toolbar and status bar
+            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        except cv2.error as e:
+            raise SinkError(f"cannot open a window: {str(e).strip().splitlines()[-1]}") from e
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        if self.max_size is None:
+            return image
+        h, w = image.shape[:2]
+        scale = min(self.max_size[0] / w, self.max_size[1] / h)
+        if scale >= 1.0:
+            return image
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    def write(self, frame: Frame, rendered: np.ndarray) -> None:
+        if self._closed or self.stop_requested:
+            return
+        _check_rgb(rendered)
+        cv2.imshow(self.title, cv2.cvtColor(self._fit(rendered), cv2.COLOR_RGB2BGR))
+        self._shown = True
+        self.poll()
+
+    def poll(self) -> None:
+        """Run the window's event loop once; call regularly even without new frames so it stays responsive."""
+        if self._closed:
+            return
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), ord("Q"), _ESC):
+            self.stop_requested = True
+        elif self._shown and self._window_gone():
+            self.stop_requested = True
+
+    def _window_gone(self) -> bool:
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:  # some backends raise once the window is destroyed
+            return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)  # let the toolkit process the destroy event
+        except cv2.error:
+            pass  # already closed by the user
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# mp4 (any FFmpeg container in CONTAINER_FORMATS)
+# ---------------------------------------------------------------------------------------------------------------
+def _h264_encoders() -> list[str]:
+    h264 = av.codec.Codec("h264", "r").id
+    names: list[str] = []
+    for name in sorted(av.codecs_available):
+        try:
+            codec = av.codec.Codec(name, "w")
+        except (ValueError, av.FFmpegError):
+            continue
+        if codec.id == h264 and codec.name not in names:
+            names.append(codec.name)
+    return names
+
+
+def _video_codec(name: str) -> av.codec.Codec:
+    try:
+        codec = av.codec.Codec(name, "w")
+    except (ValueError, av.FFmpegError):
+        codec = None
+    available = f"available H.264 encoders: {', '.join(_h264_encoders())}"
+    if codec is None:
+        raise SinkError(f"unknown video codec '{name}' ({available})")
+    if codec.type != "video":
+        raise SinkError(f"'{name}' is an {codec.type} codec, not a video encoder ({available})")
+    return codec
+
+
+def _parse_bitrate(text: str) -> int:
+    """'4M', '2500k', '800000' -> bits per second."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bps|b)?\s*", text)
+    if not match:
+        raise SinkError(f"bad bitrate '{text}' (use e.g. 4M, 2500k or 800000)")
+    scale = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[match.group(2).lower()]
+    return int(float(match.group(1)) * scale)
+
+
+def _rate(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1_000_000)  # 29.97002997 -> 30000/1001
+
+
+class _VideoClock:
+    """Output timestamps: the source's own (time base + pts) when known, else a constant rate from fps.
+
+    ``stamp`` returns (pts, duration) in ``time_base`` units and keeps them strictly increasing, which the encoder
+    and muxer require (a stream source may repeat a timestamp)."""
+
+    def __init__(self, fps: float | None, time_base: Fraction | None) -> None:
+        self.from_source = time_base is not None
+        if time_base is not None:
+            self.time_base = Fraction(time_base)
+            self.step = max(1, round(1 / (_rate(fps) * self.time_base))) if fps else 1
+        else:
+            self.time_base = 1 / _rate(fps or 25.0)
+            self.step = 1
+        self.last_pts: int | None = None
+        self._warned = False
+
+    def stamp(self, frame: Frame) -> tuple[int, int]:
+        pts = self._raw(frame)
+        if self.last_pts is not None and pts <= self.last_pts:
+            if not self._warned:
+                log.warning("frame %d: timestamp does not increase; shifted to keep the video valid", frame.index)
+                self._warned = True
+            pts = self.last_pts + 1
+        self.last_pts = pts
+        return pts, self.step
+
+    def _raw(self, frame: Frame) -> int:
+        if not self.from_source:
+            return frame.index
+        if frame.pts_raw is not None:
+            tb = frame.time_base if frame.time_base is not None else self.time_base
+            return frame.pts_raw if tb == self.time_base else round(frame.pts_raw * Fraction(tb) / self.time_base)
+        if frame.pts is not None:
+            return round(Fraction(frame.pts) / self.time_base)
+        return 0 if self.last_pts is None else self.last_pts + self.step
+
+    def seconds(self, ticks: int) -> float:
+        return float(ticks * self.time_base)
+
+
+class _AudioCopy:
+    """Copies the first audio stream of a file into an output container packet by packet (no re-encoding).
+
+    ``shift_s`` is subtracted from every timestamp (used when the video is restamped from 0)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._input = av.open(self.path)
+        except (av.FFmpegError, OSError) as e:
+            raise SinkError(f"cannot read audio from '{self.path}': {_reason(e)}") from e
+        audio = self._input.streams.audio
+        self.stream_in = audio[0] if audio else None
+        video = self._input.streams.video
+        v0 = video[0] if video else None
+        # where the video starts, to line audio up with video restamped from 0
+        self.video_start_s = float(v0.start_time * v0.time_base) if v0 and v0.start_time and v0.time_base else 0.0
+        self.shift_s = 0.0
+        self._out: av.container.OutputContainer | None = None
+        self._stream_out: av.stream.Stream | None = None
+        self._packets: Iterator[av.Packet] | None = None
+        self._pending: av.Packet | None = None
+        self.packets_copied = 0
+
+    def attach(self, out: av.container.OutputContainer, shift_s: float = 0.0) -> bool:
+        """Add the audio stream to ``out`` (before its header is written); False when there is nothing to copy."""
+        if self.stream_in is None:
+            log.debug("'%s' has no audio stream: writing video only", self.path)
+            return False
+        try:
+            if hasattr(out, "add_stream_from_template"):  # PyAV >= 14
+                self._stream_out = out.add_stream_from_template(self.stream_in)
+            else:
+                self._stream_out = out.add_stream(template=self.stream_in)
+        except (ValueError, av.FFmpegError) as e:
+            log.warning("audio of '%s' not copied: %s", self.path, _reason(e))
+            return False
+        self._out = out
+        self.shift_s = shift_s
+        self._packets = self._input.demux(self.stream_in)
+        return True
+
+    def _start_s(self, packet: av.Packet) -> float | None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        return None if ts is None or packet.time_base is None else float(ts * packet.time_base) - self.shift_s
+
+    def _next(self) -> av.Packet | None:
+        while self._pending is None and self._packets is not None:
+            try:
+                packet = next(self._packets, None)
+            except (av.FFmpegError, OSError) as e:  # damaged audio must not cost the video
+                log.warning("audio copy from '%s' stopped: %s", self.path, _reason(e))
+                packet = None
+            if packet is None:
+                self._packets = None
+            elif packet.dts is not None and packet.size:  # skip demux's empty flush packets
+                start = self._start_s(packet)
+                if start is not None and start < 0:
+                    continue  # before the (restamped) video start
+                self._pending = packet
+        return self._pending
+
+    def _mux_while(self, keep: Callable[[float], bool]) -> None:
+        assert self._out is not None and self._stream_out is not None
+        while (packet := self._next()) is not None:
+            start = self._start_s(packet)
+            if start is not None and not keep(start):
+                return
+            self._pending = None
+            if self.shift_s:
+                delta = round(Fraction(self.shift_s) / packet.time_base)
+                packet.pts = None if packet.pts is None else packet.pts - delta
+                packet.dts -= delta
+            packet.stream = self._stream_out
+            self._out.mux(packet)
+            self.packets_copied += 1
+
+    def pump(self, until_s: float) -> None:
+        """Mux the audio that starts at or before ``until_s`` (the latest video frame time): interleaving."""
+        if self._out is not None:
+            self._mux_while(lambda start: start <= until_s)
+
+    def finish(self, end_s: float) -> None:
+        """Mux the audio that starts before ``end_s`` (the end of the last video frame), then stop."""
+        if self._out is not None:
+            self._mux_while(lambda start: start < end_s)
+        self._packets = None
+        self._pending = None
+
+    def close(self) -> None:  # idempotent
+        self._packets = None
+        self._pending = None
+        self._out = None
+        self._input.close()
+
+
+class Mp4Sink(Sink):
+    """Encodes frames into a video file (H.264 in .mp4 by default), optionally with the source's audio copied in.
+
+    Frames keep the source's exact timestamps when ``time_base`` is given and frames carry ``pts_raw``, so the output
+    has the source's frame rate, timing and duration; otherwise they are spaced at ``fps``. The file is written as
+    ``<name>.partial`` beside the target and renamed by ``close()`` once complete, so a failed run never leaves a
+    broken file under the final name; a run stopped early still closes into a playable file with every frame written.
+    """
+
+    def __init__(self, path: str | Path, *, fps: float | None, time_base: Fraction | None = None,
+                 audio_from: str | Path | None = None, codec: str = "libx264", crf: int | None = 23,
+                 preset: str | None = "medium", bitrate: str | None = None, pix_fmt: str = "yuv420p",
+                 options: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + _PARTIAL_SUFFIX)
+        self.fps = fps
+        self.frames_written = 0
+        self._codec = _video_codec(codec)
+        self._pix_fmt = self._check_pix_fmt(pix_fmt)
+        self._rgb_out = av.video.format.VideoFormat(pix_fmt).is_rgb  # e.g. libx264rgb: no YUV conversion
+        self._color_range = 2 if pix_fmt.startswith("yuvj") else 1  # yuvj*: full (JPEG) range, else limited
+        self._bit_rate = _parse_bitrate(bitrate) if bitrate else None
+        self._options = self._codec_options(crf, preset, options)
+        self._format = self._container_format()
+        if not fps and time_base is None:
+            log.warning("%s: no frame rate known; writing 25 fps", self.path.name)
+        self._clock = _VideoClock(fps, time_base)
+        self._lock = threading.Lock()  # close() may come from another thread than write()
+        self._stream: av.video.stream.VideoStream | None = None
+        self._size: tuple[int, int] | None = None  # (width, height) of the first frame
+        self._resize_warned = False
+        self._end_s = 0.0  # end time of the last frame written
+        self._failed = False
+        self._closed = False
+        self._audio: _AudioCopy | None = None
+        self._prepare_path()
+        try:
+            self._out = av.open(str(self.partial_path), "w", format=self._format)
+            if audio_from is not None:
+                self._audio = _AudioCopy(audio_from)
+        except BaseException as e:
+            self._discard()
+            if isinstance(e, (av.FFmpegError, OSError)):
+                raise SinkError(f"cannot write '{self.path}': {_reason(e)}") from e
+            raise
+
+    # -- construction-time checks ----------------------------------------------------------------------------
+    def _check_pix_fmt(self, pix_fmt: str) -> str:
+        try:
+            av.video.format.VideoFormat(pix_fmt)
+        except (ValueError, av.FFmpegError):
+            raise SinkError(f"unknown pixel format '{pix_fmt}'") from None
+        supported = [f.name for f in self._codec.video_formats or []]
+        if supported and pix_fmt not in supported:
+            raise SinkError(f"video codec '{self._codec.name}' cannot encode {pix_fmt} "
+                            f"(supported: {', '.join(supported)})")
+        return pix_fmt
+
+    def _codec_options(self, crf: int | None, preset: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+        opts: dict[str, str] = {}
+        if self._codec.name in _X264_FAMILY:  # other encoders name these differently or lack them
+            if crf is not None and self._bit_rate is None:
+                opts["crf"] = str(crf)
+            if preset:
+                opts["preset"] = preset
+        opts.update({str(k): str(v) for k, v in (extra or {}).items()})
+        return opts
+
+    def _container_format(self) -> str:
+        fmt = CONTAINER_FORMATS.get(self.path.suffix.lower())
+        if fmt is None:
+            known = ", ".join(sorted(CONTAINER_FORMATS))
+            raise SinkError(f"cannot write '{self.path}': unknown video file type '{self.path.suffix}' (use {known})")
+        return fmt
+
+    def _prepare_path(self) -> None:
+        """Check the target can be written by creating the partial file now, before any frame is processed."""
+        if self.path.is_dir():
+            raise SinkError(f"cannot write '{self.path}': it is a directory")
+        problem = _writable_dir(self.path.parent)
+        if problem is None:
+            try:  # FFmpeg only opens the file with the first packet; fail here instead
+                with open(self.partial_path, "wb"):
+                    pass
+            except OSError as e:
+                problem = _reason(e)
+        if problem is not None:
+            raise SinkError(f"cannot write '{self.path}': {problem}")
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def _open_video(self, width: int, height: int) -> None:
+        """Add the video stream sized for the first frame, then the audio stream (the header follows with the first
+        packet). Odd sizes are padded to even (4:2:0 chroma needs it): padding keeps every source pixel, the extra
+        row/column repeats the border."""
+        # average rate: fps; without it, the clock's own rate (constant mode) or the muxer's estimate
+        rate = _rate(self.fps) if self.fps else None if self._clock.from_source else 1 / self._clock.time_base
+        stream = self._out.add_stream(self._codec.name, rate=rate, options=self._options)
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = self._pix_fmt
+        stream.time_base = self._clock.time_base
+        stream.codec_context.time_base = self._clock.time_base
+        if self._bit_rate:
+            stream.bit_rate = self._bit_rate
+        if self._codec.name == "libx265" and self._format in ("mp4", "mov"):
+            stream.codec_tag = "hvc1"  # Apple players only accept HEVC tagged hvc1 (FFmpeg's default is hev1)
+        if not self._rgb_out:
+            # we convert with BT.709 below; say so, or players guess (BT.601 for SD sizes)
+            ctx = stream.codec_context
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 1, 1, 1, self._color_range
+        self._stream = stream
+        self._size = (width, height)
+        if self._audio is not None:
+            # restamped video starts at 0 where the source's video started; move the audio along
+            shift = 0.0 if self._clock.from_source else self._audio.video_start_s
+            if not self._audio.attach(self._out, shift):
+                self._audio.close()
+                self._audio = None
+
+    def _to_video_frame(self, rendered: np.ndarray) -> av.VideoFrame:
+        assert self._size is not None and self._stream is not None
+        width, height = self._size
+        if rendered.shape[1] != width or rendered.shape[0] != height:
+            if not self._resize_warned:
+                log.warning("%s: frame size changed from %dx%d to %dx%d; resizing to the first size",
+                            self.path.name, width, height, rendered.shape[1], rendered.shape[0])
+                self._resize_warned = True
+            rendered = cv2.resize(rendered, (width, height), interpolation=cv2.INTER_AREA)
+        pad_h, pad_w = self._stream.height - height, self._stream.width - width
+        if pad_h or pad_w:
+            rendered = np.pad(rendered, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rendered), format="rgb24")
+        if self._rgb_out:
+            return frame
+        return frame.reformat(format=self._pix_fmt, dst_colorspace="itu709",
+                              dst_color_range=self._color_range)
+
+    def write(self, frame: Frame, rendered: np.ndarray) -> None:
+        _check_rgb(rendered)
+        with self._lock:
+            if self._closed:
+                raise SinkError(f"cannot write '{self.path}': the file is already closed")
+            if self._failed:
+                raise SinkError(f"cannot write '{self.path}': an earlier write failed")
+            try:
+                if self._stream is None:
+                    self._open_video(rendered.shape[1], rendered.shape[0])
+                assert self._stream is not None
+                video_frame = self._to_video_frame(rendered)
+                pts, duration = self._clock.stamp(frame)
+                video_frame.pts = pts
+                with contextlib.suppress(AttributeError):  # settable in newer PyAV; sets the last frame's length
+                    video_frame.duration = duration
+                video_frame.time_base = self._clock.time_base
+                self._out.mux(self._stream.encode(video_frame))
+                self.frames_written += 1
+                self._end_s = self._clock.seconds(pts + duration)
+                if self._audio is not None:
+                    self._audio.pump(self._clock.seconds(pts))
+            except (av.FFmpegError, OSError, ValueError) as e:
+                self._failed = True
+                raise SinkError(f"cannot write '{self.path}': {_reason(e)}") from e
+
+    # -- finishing ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._failed:  # already reported by write(): just clean up
+                self._discard()
+                return
+            if self._stream is None:
+                self._discard()
+                log.warning("no frames were written; '%s' was not created", self.path)
+                return
+            try:
+                self._out.mux(self._stream.encode(None))  # flush the encoder's delayed frames
+                if self._audio is not None:
+                    self._audio.finish(self._end_s)  # audio no longer than the video actually written
+                self._out.close()  # writes the trailer (mp4: the index); the file is playable from here
+                os.replace(self.partial_path, self.path)
+            except (av.FFmpegError, OSError, ValueError) as e:
+                self._discard()
+                raise SinkError(f"cannot write '{self.path}': {_reason(e)}") from e
+            finally:
+                if self._audio is not None:
+                    self._audio.close()
+            log.debug("wrote %d frames to %s", self.frames_written, self.path)
+
+    def _discard(self) -> None:
+        """Close everything and remove the partial file; never raises (it runs on error paths)."""
+        for closer in (getattr(self, "_out", None), self._audio):
+            if closer is None:
+                continue
+            try:
+                closer.close()
+            except (av.FFmpegError, OSError, ValueError) as e:
+                log.debug("while discarding %s: %s", self.partial_path, e)
+        try:
+            self.partial_path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("cannot remove '%s': %s", self.partial_path, _reason(e))
