@@ -34,7 +34,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .commands.weights import convert
 
-    out = convert(args.input, args.output, half=args.half)
+    out = convert(args.input, args.output, half=args.half, description=args.description)
     print(f"wrote {out}")
     return 0
 
@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "codec": args.codec, "crf": args.crf, "preset": args.preset, "bitrate": args.bitrate,
         "audio": args.audio, "max_frames": args.max_frames, "stats_json": args.stats_json,
         "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
-        "device_stages": args.device_stages, "cuda_graphs": args.cuda_graphs,
+        "device_stages": args.device_stages, "cuda_graphs": args.cuda_graphs, "hw_decode": args.hw_decode,
     }
     return run(build_config(args.pipeline, overrides))
 
@@ -101,7 +101,10 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
                    help="fixed depth colour range (default: per frame)")
     o = r.add_argument_group("video output")
-    o.add_argument("--codec", help="video encoder (default libx264)")
+    o.add_argument("--codec", help="video encoder: auto (h264_nvenc on CUDA runs when available, else libx264; "
+                   "the default) or any FFmpeg encoder name")
+    o.add_argument("--hw-decode", action=argparse.BooleanOptionalAction, default=None,
+                   help="NVIDIA decoding of video files (default: tried on CUDA runs, software fallback)")
     o.add_argument("--crf", type=int, help="constant rate factor for x264/x265 (default 23)")
     o.add_argument("--preset", help="encoder preset (default medium)")
     o.add_argument("--bitrate", help="target bitrate, e.g. 8M (codecs without CRF)")
@@ -120,9 +123,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     cfg = TrainConfig(**{k: given[k] for k in TrainConfig.__dataclass_fields__ if k in given and k not in
-                         ("crop", "freeze")})
+                         ("crop", "freeze", "scale", "input_size")})
     if args.crop:
         cfg.crop = parse_size(args.crop)
+    if args.input_size:
+        cfg.input_size = parse_size(args.input_size)
+    if args.scale:
+        try:
+            lo, hi = (float(v) for v in args.scale.split(","))
+        except ValueError:
+            raise UserError(f"--scale wants MIN,MAX (for example 0.8,1.25), not '{args.scale}'") from None
+        if not 0 < lo <= hi:
+            raise UserError(f"--scale MIN,MAX needs 0 < MIN <= MAX, not '{args.scale}'")
+        cfg.scale = (lo, hi)
     if args.freeze:
         cfg.freeze = tuple(args.freeze)
     final = train(cfg)
@@ -134,6 +147,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .commands.evaluation import run_eval
 
     return run_eval(args)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .commands.synth import write_drive
+    from .config import parse_size
+
+    n = write_drive(args.output, args.seed, args.frames, parse_size(args.size), args.fps, args.crf)
+    print(f"wrote {n} frames to {args.output}")
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -182,6 +204,10 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--num-classes", type=int)
     t.add_argument("--decoder-dim", type=int)
     t.add_argument("--crop", metavar="HxW", help="training crop (default 256x512)")
+    t.add_argument("--scale", metavar="MIN,MAX", help="random zoom range before cropping (default 0.5,2.0)")
+    t.add_argument("--input-size", metavar="HxW", help="recommended inference input stored in the checkpoint "
+                   "(default: the crop)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--steps", type=int, help="iterations (default 10000)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="peak AdamW learning rate (default 6e-4)")
@@ -247,11 +273,23 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("input", help="checkpoint file or Hugging Face directory")
     conv.add_argument("-o", "--output", required=True, help="output .safetensors path")
     conv.add_argument("--half", action="store_true", help="store float16 tensors (half the size)")
+    conv.add_argument("--description", help="a note stored in the metadata (what the weights were trained on)")
     conv.set_defaults(func=_cmd_convert)
 
     _add_run_parser(sub)
     _add_train_parser(sub)
     _add_bench_parser(sub)
+
+    s = sub.add_parser("synth", help="render a drive through the procedural world to a video",
+                       description="Render consecutive frames of one drive of the synthetic world (camera images "
+                                   "only) to an mp4; the bundled sample clip is made this way.")
+    s.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    s.add_argument("--seed", type=int, default=7, help="world seed (default 7)")
+    s.add_argument("--frames", type=int, default=250, help="number of frames (default 250)")
+    s.add_argument("--size", default="360x640", metavar="HxW", help="frame size (default 360x640)")
+    s.add_argument("--fps", type=float, default=25.0)
+    s.add_argument("--crf", type=int, default=23, help="libx264 quality (default 23)")
+    s.set_defaults(func=_cmd_synth)
 
     return p
 

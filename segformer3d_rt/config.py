@@ -36,7 +36,8 @@ class RunConfig:
     hud: bool = True
     colormap: str = "turbo"
     depth_range: tuple[float, float] | None = None
-    codec: str = "libx264"
+    codec: str = "auto"  # auto: h264_nvenc on a CUDA run when it opens, else libx264; or any FFmpeg encoder
+    hw_decode: bool | None = None  # NVIDIA decoding of video files (None: try it on CUDA runs)
     crf: int | None = 23
     preset: str | None = "medium"
     bitrate: str | None = None

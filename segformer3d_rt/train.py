@@ -31,6 +31,9 @@ class TrainConfig:
     num_classes: int = 19
     decoder_dim: int | None = None
     crop: tuple[int, int] = (256, 512)  # H x W of training crops
+    scale: tuple[float, float] = (0.5, 2.0)  # random zoom range before cropping
+    input_size: tuple[int, int] | None = None  # recommended inference input stored in the metadata (default: crop)
+    threads: int | None = None  # torch CPU threads
     steps: int = 10_000
     batch_size: int = 8
     lr: float = 6e-4
@@ -65,11 +68,12 @@ class TrainSet(Dataset):
     so results do not depend on the number of workers."""
 
     def __init__(self, base: Dataset, crop: tuple[int, int], seed: int, augment: bool,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...],
+                 scale: tuple[float, float] = (0.5, 2.0)) -> None:
         from .data.augment import Augment
 
         self.base, self.seed, self.mean, self.std = base, seed, mean, std
-        self.augment = Augment(out_size=crop) if augment else Augment(
+        self.augment = Augment(out_size=crop, scale=scale) if augment else Augment(
             out_size=crop, scale=(1.0, 1.0), flip=False, color_jitter=False, blur=False, noise=False)
 
     def __len__(self) -> int:
@@ -127,7 +131,8 @@ def build_training_model(cfg: TrainConfig) -> tuple[SegFormer3D, str]:
         model = build_model(cfg.variant, num_classes=cfg.num_classes, depth=True, decoder_dim=cfg.decoder_dim)
     except ValueError as e:
         raise UserError(str(e)) from None
-    model.meta = replace(model.meta, input_size=tuple(cfg.crop), source_format="segformer3d-rt")
+    model.meta = replace(model.meta, input_size=tuple(cfg.input_size or cfg.crop), source_format="segformer3d-rt",
+                         description=f"segformer3d-rt train --data {cfg.data} --steps {cfg.steps} --seed {cfg.seed}")
     if cfg.init:
         fmt = load_encoder(model, cfg.init)
         return model, f"encoder from {cfg.init} ({fmt})"
@@ -151,6 +156,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.depth_loss not in DEPTH_LOSSES:
         raise UserError(f"unknown depth loss '{cfg.depth_loss}'; choose one of {', '.join(DEPTH_LOSSES)}")
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     model, init_note = build_training_model(cfg)
     model.to(device)
@@ -175,7 +182,6 @@ def train(cfg: TrainConfig) -> Path:
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
         log.info("resumed at step %d", start)
 
     mean, std = model.meta.mean, model.meta.std
@@ -184,7 +190,7 @@ def train(cfg: TrainConfig) -> Path:
     # the synthetic world is rendered on demand: a fixed, large length keeps the sample order
     # independent of --steps, which is what makes --resume continue exactly
     base = open_dataset(cfg.data, cfg.split, default_length=1_000_000, default_seed=cfg.seed)
-    data = TrainSet(base, cfg.crop, cfg.seed, cfg.augment, mean, std)
+    data = TrainSet(base, cfg.crop, cfg.seed, cfg.augment, mean, std, tuple(cfg.scale))
     # A fixed permutation per seed; resuming skips what was consumed.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     needed = (cfg.steps - start) * cfg.batch_size
@@ -197,8 +203,11 @@ def train(cfg: TrainConfig) -> Path:
     reporter = _Reporter(cfg, start)
     _train_mode(model, cfg.freeze)
     step = start
+    batches = iter(loader)  # creating the iterator draws from torch's RNG: restore the state after it
+    if cfg.resume:
+        torch.set_rng_state(state["torch_rng"])
     with reporter:
-        for images, labels, depths in loader:
+        for images, labels, depths in batches:
             images, labels, depths = images.to(device), labels.to(device), depths.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 outputs = model(images)

@@ -83,10 +83,12 @@ def info_for_variant(variant: str, num_classes: int, depth: bool, decoder_dim: i
     return describe(model, "freshly built (random weights)")
 
 
-def convert(src: str, dst: str, half: bool = False) -> Path:
+def convert(src: str, dst: str, half: bool = False, description: str | None = None) -> Path:
     out = Path(dst)
     if out.suffix != ".safetensors":
         raise UserError(f"output '{dst}' must end in .safetensors")
     ckpt = read_checkpoint(src)
     model = model_from_checkpoint(ckpt, src)
+    if description is not None:
+        model.meta = model.meta.with_(description=description)
     return save_checkpoint(model, out, dtype=torch.float16 if half else None)

@@ -70,8 +70,9 @@ class MainThreadDisplay:
         self.window.close()
 
 
-def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack) -> tuple[list[Any], list[Any], list[str]]:
-    from .sinks import DisplaySink, ImageDirSink, Mp4Sink
+def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack,
+                cuda: bool = False) -> tuple[list[Any], list[Any], list[str]]:
+    from .sinks import DisplaySink, ImageDirSink, Mp4Sink, choose_encoder
 
     sinks: list[Any] = []
     main_thread: list[Any] = []
@@ -81,7 +82,9 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack) -> tuple[list[Any
         if p.suffix.lower() in VIDEO_SUFFIXES:
             time_base = getattr(source, "time_base", None)
             audio = getattr(source, "path", None) if cfg.audio else None
-            sink = Mp4Sink(p, fps=source.fps or 25.0, time_base=time_base, audio_from=audio, codec=cfg.codec,
+            codec, note = choose_encoder(cfg.codec, prefer_hardware=cuda)
+            log.info("encode %s: %s", p.name, note)
+            sink = Mp4Sink(p, fps=source.fps or 25.0, time_base=time_base, audio_from=audio, codec=codec,
                            crf=cfg.crf, preset=cfg.preset, bitrate=cfg.bitrate)
         elif p.suffix:
             raise UserError(f"output '{out}': unknown kind (use a .mp4/.mkv/.mov file or a directory)")
@@ -172,9 +175,10 @@ def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
                              keep_on_device=on_device)
     stats = PipelineStats()
     with ExitStack() as stack:
+        hw = device.type == "cuda" if cfg.hw_decode is None else cfg.hw_decode
         source = stack.enter_context(open_source(cfg.source, live=cfg.live, timeout_s=cfg.timeout_s,
-                                                 reconnect=cfg.reconnect))
-        sinks, main_thread, out_names = _open_sinks(cfg, source, stack)
+                                                 reconnect=cfg.reconnect, hwaccel=hw))
+        sinks, main_thread, out_names = _open_sinks(cfg, source, stack, cuda=device.type == "cuda")
         live = source.live
         parts = PipelineParts(
             source=source, preprocess=Preprocessor(box, pin=device.type == "cuda", resize_on_device=on_device),
@@ -239,6 +243,7 @@ def _report(cfg: RunConfig, snap: dict, source: Any, weights: str, model: SegFor
     return {
         "version": __version__,
         "source": {"spec": cfg.source, "description": source.description, "fps": source.fps,
+                   "decoder": getattr(source, "decoder", None),
                    "frame_count": source.frame_count, "live": live},
         "model": {"weights": weights, "variant": model.meta.variant, "input_box": list(box),
                   "input_sizes": sizes, "device": str(device),

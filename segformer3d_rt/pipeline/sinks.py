@@ -302,6 +302,26 @@ def _video_codec(name: str) -> av.codec.Codec:
     return codec
 
 
+def choose_encoder(requested: str, prefer_hardware: bool) -> tuple[str, str]:
+    """(encoder name, a line saying which is used and why). ``auto``: h264_nvenc when ``prefer_hardware``
+    (a CUDA run) and an NVENC session really opens, libx264 otherwise."""
+    if requested != "auto":
+        return requested, requested
+    if not prefer_hardware:
+        return "libx264", "libx264 (software)"
+    if "h264_nvenc" not in av.codecs_available:
+        return "libx264", "libx264 (software; this FFmpeg build has no h264_nvenc)"
+    try:  # the encoder exists in most wheels; opening it needs an NVIDIA driver and a free NVENC session
+        ctx = av.CodecContext.create("h264_nvenc", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 128, "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+        ctx.close()
+    except (av.FFmpegError, OSError, ValueError) as e:
+        return "libx264", f"libx264 (software; h264_nvenc unavailable: {_reason(e)})"
+    return "h264_nvenc", "h264_nvenc (NVENC)"
+
+
 def _parse_bitrate(text: str) -> int:
     """'4M', '2500k', '800000' -> bits per second."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bps|b)?\s*", text)

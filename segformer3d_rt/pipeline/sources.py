@@ -225,14 +225,39 @@ def _decoded(container: av.container.InputContainer, stream: av.VideoStream) -> 
 # ---------------------------------------------------------------------------------------------------------------
 # video files
 # ---------------------------------------------------------------------------------------------------------------
-def _open_video(path: str) -> av.container.InputContainer:
-    """Open ``path`` with PyAV and check it has a decodable video stream (SourceError otherwise)."""
+def _open_hw(path: str) -> tuple[av.container.InputContainer | None, str]:
+    """Try NVIDIA decoding (PyAV's CUDA hwaccel; frames come back to host memory as they are read).
+    Returns (container or None, what happened) so the caller can say which decoder runs."""
+    from av.codec.hwaccel import HWAccel, hwdevices_available
+
+    if "cuda" not in hwdevices_available():
+        return None, "this FFmpeg build has no CUDA hwaccel"
+    try:
+        container = av.open(path, hwaccel=HWAccel("cuda", allow_software_fallback=True))
+        stream = container.streams.video[0] if container.streams.video else None
+    except (av.FFmpegError, OSError) as e:
+        return None, f"CUDA decode unavailable: {_reason(e)}"
+    if stream is None or not stream.codec_context.is_hwaccel:
+        container.close()
+        return None, "CUDA decode unavailable for this stream"
+    return container, "CUDA (NVDEC)"
+
+
+def _open_video(path: str, hwaccel: bool = False) -> av.container.InputContainer:
+    """Open ``path`` with PyAV and check it has a decodable video stream (SourceError otherwise).
+    ``hwaccel``: try NVIDIA decoding first, falling back to FFmpeg's software decoder."""
     what = f"cannot open video '{path}'"
     p = Path(path)
     if not p.exists():
         raise SourceError(f"{what}: file not found")
     if p.is_dir():
         raise SourceError(f"{what}: it is a directory")
+    if hwaccel:
+        container, note = _open_hw(path)
+        if container is not None:
+            log.info("decode: %s", note)
+            return container
+        log.info("decode: software (%s)", note)
     try:
         container = av.open(path)
     except av.error.InvalidDataError:
@@ -275,12 +300,15 @@ def _count_packets(path: str, stream_index: int, budget_s: float = _COUNT_BUDGET
 class VideoFileSource(Source):
     """A video file decoded with PyAV (threaded decoding), every frame in order with its exact timestamps."""
 
-    def __init__(self, path: str | Path, *, live: bool = False) -> None:
+    def __init__(self, path: str | Path, *, live: bool = False, hwaccel: bool = False) -> None:
         self.path = str(path)
         self.live = live
         self.reconnects = 0
         self._name = Path(self.path).name
-        self._container: av.container.InputContainer | None = _open_video(self.path)
+        self._hwaccel = hwaccel
+        self._container: av.container.InputContainer | None = _open_video(self.path, hwaccel)
+        self.decoder = "CUDA (NVDEC)" if self._container.streams.video[0].codec_context.is_hwaccel else (
+            f"{self._container.streams.video[0].codec_context.name} (software)")
         self._frames_it: Iterator[av.VideoFrame] | None = None
         self._guard = _Guard(self._release)
         stream = self._container.streams.video[0]
@@ -310,7 +338,7 @@ class VideoFileSource(Source):
 
     def _start(self) -> Iterator[av.VideoFrame]:
         if self._container is None:  # a second pass: open the file again
-            self._container = _open_video(self.path)
+            self._container = _open_video(self.path, self._hwaccel)
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"  # frame+slice threads: files only, where their latency does not matter
         self._frames_it = _decoded(self._container, stream)
@@ -873,7 +901,8 @@ def _scheme(spec: str) -> str:
         return ""
 
 
-def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0, reconnect: bool = True) -> Source:
+def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0, reconnect: bool = True,
+                hwaccel: bool = False) -> Source:
     """Open a frame source.
 
     ``spec``: a video file path; a camera index ("0") or device path (/dev/video0); an rtsp://, rtmp://,
@@ -882,6 +911,7 @@ def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0,
     ``live``: None picks the kind's default (cameras and URLs live, the rest lossless); a file or the
     synthetic world opened live is paced at its frame rate like a camera.
     ``timeout_s``: open/read timeout of cameras and streams, and how long they may try to reconnect.
+    ``hwaccel``: video files try NVIDIA decoding first (a log line says which decoder runs).
     Raises SourceError (one line) when the input cannot be opened.
     """
     spec = str(spec)
@@ -897,4 +927,4 @@ def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0,
     path = Path(spec).expanduser()
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource(path, **kw)
-    return VideoFileSource(path, **kw)
+    return VideoFileSource(path, hwaccel=hwaccel, **kw)
