@@ -95,7 +95,7 @@ def test_cuda_graph_engine_matches_eager_and_rebuilds_only_on_new_shapes():
     dev = torch.device("cuda")
     eager = InferenceEngine(model, dev, None, cuda_graphs=False)
     graphed = InferenceEngine(load_model(WEIGHTS), dev, None, cuda_graphs=True)
-    pre = Preprocessor((256, 512), pin=True)
+    pre = Preprocessor((256, 512))
     frames = _synthetic_frames(3)
     batch = torch.stack([pre(f) for f in frames])
     for _ in range(3):  # replays, same shape
@@ -114,14 +114,16 @@ def test_pinned_side_stream_upload_and_device_resize_match_the_host_path():
     dev = torch.device("cuda")
     frames = _synthetic_frames(2)
     host_pre = Preprocessor((256, 512))
-    dev_pre = Preprocessor((256, 512), pin=True, resize_on_device=True)
+    dev_pre = Preprocessor((256, 512), resize_on_device=True)
     host = InferenceEngine(model, torch.device("cpu"), None)
     gpu = InferenceEngine(load_model(WEIGHTS), dev, None, cuda_graphs=False)
     ref = host(torch.stack([host_pre(f) for f in frames]))
-    pinned = torch.stack([dev_pre(f) for f in frames]).pin_memory()
-    assert pinned.is_pinned()
-    batch = gpu.upload(pinned)
+    host_batch = torch.stack([dev_pre(f) for f in frames])
+    batch = gpu.upload(host_batch)
     assert batch.ready is not None  # copied on the side stream
+    gpu.upload(host_batch), gpu.upload(host_batch)  # a third upload reuses the first pinned buffer
+    (ring,) = gpu._pinned.values()
+    assert len(ring) == 2 and all(buf.is_pinned() for buf, _ in ring)
     out = gpu.run(batch, size=dev_pre.input_size((frames[0].height, frames[0].width)))
     # the device resize (antialiased bilinear) differs from cv2's area filter by a few grey levels
     assert (out.classes == ref.classes).float().mean().item() >= 0.98

@@ -181,7 +181,7 @@ def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         sinks, main_thread, out_names = _open_sinks(cfg, source, stack, cuda=device.type == "cuda")
         live = source.live
         parts = PipelineParts(
-            source=source, preprocess=Preprocessor(box, pin=device.type == "cuda", resize_on_device=on_device),
+            source=source, preprocess=Preprocessor(box, resize_on_device=on_device),
             engine=engine, render=_renderer(cfg, model.meta, device if on_device else None), sinks=sinks, live=live,
             batch_size=1 if live else cfg.batch_size, queue_size=cfg.queue_size, max_frames=cfg.max_frames,
             hud=cfg.hud, main_thread_sinks=main_thread,

@@ -103,15 +103,33 @@ class InferenceEngine:
         self.mean = torch.tensor(self.meta.mean, device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(self.meta.std, device=device).view(1, 3, 1, 1) * 255.0
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._pinned: dict[tuple, list[list]] = {}  # (shape, dtype) -> two [pinned buffer, last copy's event]
+
+    def _staging(self, images: torch.Tensor) -> torch.Tensor:
+        """The next of two reusable pinned buffers of this shape, once its previous copy has finished."""
+        key = (tuple(images.shape), images.dtype)
+        if key not in self._pinned:
+            self._pinned[key] = [[torch.empty(images.shape, dtype=images.dtype, pin_memory=True), None]
+                                 for _ in range(2)]
+        ring = self._pinned[key]
+        ring.append(ring.pop(0))
+        buf, done = ring[-1]
+        if done is not None:
+            done.synchronize()  # its last upload must have left before we overwrite it
+        return buf
 
     def upload(self, images: torch.Tensor) -> DeviceBatch:
-        """Start copying a host batch to the device (asynchronous on CUDA with pinned memory)."""
+        """Start copying a host batch to the device: on CUDA through a reusable pinned buffer on the side
+        stream, so the copy overlaps whatever the compute stream is doing (the previous batch)."""
         if self.copy_stream is None:
             return DeviceBatch(images.to(self.device))
+        buf = self._staging(images)
+        buf.copy_(images)
         with torch.cuda.stream(self.copy_stream):
-            dev = images.to(self.device, non_blocking=True)
+            dev = buf.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(self.copy_stream)
+        self._pinned[(tuple(images.shape), images.dtype)][-1][1] = ready
         # the caching allocator must not recycle this memory while the compute stream still uses it
         dev.record_stream(torch.cuda.current_stream(self.device))
         return DeviceBatch(dev, ready)

@@ -23,13 +23,12 @@ def model_input_size(frame_hw: tuple[int, int], box_hw: tuple[int, int], multipl
 class Preprocessor:
     """Resizes on the host (cv2, area filter when shrinking) and hands over uint8 HWC tensors.
 
-    Uploading uint8 (not float32) quarters the host-to-device traffic; with ``pin`` the tensor
-    lives in page-locked memory so the copy can run asynchronously on a side stream.
+    Uploading uint8 (not float32) quarters the host-to-device traffic; the inference stage stages
+    batches in its own reusable pinned buffers (see InferenceEngine.upload).
     """
 
-    def __init__(self, box_hw: tuple[int, int], pin: bool = False, resize_on_device: bool = False) -> None:
+    def __init__(self, box_hw: tuple[int, int], resize_on_device: bool = False) -> None:
         self.box_hw = box_hw
-        self.pin = pin
         self.resize_on_device = resize_on_device
         self._size_for: dict[tuple[int, int], tuple[int, int]] = {}
 
@@ -44,5 +43,4 @@ class Preprocessor:
         if not self.resize_on_device and (h, w) != img.shape[:2]:
             shrink = h < img.shape[0]
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        t = torch.from_numpy(np.ascontiguousarray(img))
-        return t.pin_memory() if self.pin else t
+        return torch.from_numpy(np.ascontiguousarray(img))

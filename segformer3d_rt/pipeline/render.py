@@ -15,6 +15,7 @@ Conventions shared by both back ends (kept identical so that they agree to a lev
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -156,6 +157,25 @@ def resize_nearest(ids: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return ids
     # np.take on one uint8 channel: ~2x faster than chained fancy indexing at 1080p.
     return np.take(np.take(ids, nearest_indices(h, hw[0]), axis=0), nearest_indices(w, hw[1]), axis=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _nearest_maps(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    ys = nearest_indices(src_hw[0], dst_hw[0]).astype(np.float32)
+    xs = nearest_indices(src_hw[1], dst_hw[1]).astype(np.float32)
+    map_x = np.ascontiguousarray(np.broadcast_to(xs[None, :], dst_hw))
+    map_y = np.ascontiguousarray(np.broadcast_to(ys[:, None], dst_hw))
+    return map_x, map_y
+
+
+def enlarge_nearest(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of any h x w (x C) uint8 image with exactly resize_nearest's pixel choice
+    (integer maps make cv2.remap a pure gather, several times faster than np.take on 3 channels)."""
+    h, w = image.shape[:2]
+    if (h, w) == tuple(hw):
+        return image
+    map_x, map_y = _nearest_maps((h, w), (int(hw[0]), int(hw[1])))
+    return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_NEAREST)
 
 
 def colorize_classes(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -461,7 +481,8 @@ def render_frame(image: np.ndarray, classes: np.ndarray | None, depth: np.ndarra
     ids = None
     if classes is not None and names & CLASS_PANELS:
         ids = as_ids(classes)
-        seg = colorize_classes(resize_nearest(ids, hw), style.palette)
+        # colour at the class map's own (small) size, then enlarge: same pixels, a fraction of the work
+        seg = enlarge_nearest(colorize_classes(ids, style.palette), hw)
         panels["seg"] = seg
         if "overlay" in names:
             panels["overlay"] = blend(img, seg, style.alpha)

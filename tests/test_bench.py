@@ -1,0 +1,56 @@
+"""`segformer3d-rt bench` on CPU: model-only sweeps and the pipeline against the model in one run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _bench(tmp_path, *args: str) -> dict:
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "bench", "--device", "cpu", "--threads", "2",
+                        "--json", str(out), *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text())
+
+
+def test_model_only_sweep_reports_every_case_with_percentiles(tmp_path):
+    rep = _bench(tmp_path, "--variant", "b0", "--sizes", "64x128,64x96", "--batch", "1,2", "--precision",
+                 "fp32,bf16", "--mode", "folded", "--warmup", "1", "--iters", "4")
+    rows = rep["model"]
+    assert len(rows) == 2 * 2 * 2
+    assert {(r["size"], r["batch"], r["precision"], r["mode"]) for r in rows} == {
+        (s, b, p, "folded") for s in ("64x128", "64x96") for b in (1, 2) for p in ("fp32", "bf16")}
+    for r in rows:
+        lat = r["latency_ms"]
+        assert lat["count"] == 4 and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert r["throughput_fps"] == pytest.approx(r["batch"] * 1000.0 / lat["p50"], rel=0.5)
+        assert r["peak_gpu_mem_mb"] is None
+        if r["precision"] == "bf16":  # fidelity against fp32 on the same input
+            f = r["fidelity"]
+            assert 0.0 <= f["argmax_agreement"] <= 1.0 and f["depth_rel_diff_mean"] >= 0.0
+        else:
+            assert "fidelity" not in r
+    assert rep["environment"]["device"] == "cpu" and rep["environment"]["threads"] == 2
+
+
+def test_pipeline_against_model_only_in_the_same_run(tmp_path):
+    rep = _bench(tmp_path, "--variant", "b0", "--source", "synthetic:frames=12,size=256x128",
+                 "--input-size", "64x128", "--warmup", "1", "--iters", "4")
+    p = rep["pipeline"]
+    report = p["report"]
+    assert report["frames"]["in"] == report["frames"]["out"] == 12
+    assert report["model"]["input_sizes"] == ["(64, 128)"]
+    assert p["ratio"] == pytest.approx(report["throughput_fps"] / p["model_only"]["throughput_fps"])
+    assert p["model_only"]["size"] == "64x128"
+
+
+def test_bad_mode_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--mode", "turbo",
+                        "--sizes", "64x64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "unknown mode 'turbo'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--mode", "cudagraph",
+                        "--sizes", "64x64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs a CUDA device" in r.stderr
