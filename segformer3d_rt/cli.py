@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # a real command line (not a call from Python): allocator settings, see _malloc.py
+        from ._malloc import reexec_with_tuned_malloc
+
+        reexec_with_tuned_malloc()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

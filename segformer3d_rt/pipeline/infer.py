@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..model import SegFormer3D
 from ..model.folding import fold
+from .postprocess import upsample_argmax
 
 
 def resolve_device(name: str) -> torch.device:
@@ -147,8 +148,7 @@ class InferenceEngine:
                     else contextlib.nullcontext())
         with autocast:
             out = self.model(x)
-        logits = F.interpolate(out.seg_logits.float(), size=x.shape[2:], mode="bilinear", align_corners=False)
-        classes = logits.argmax(dim=1).to(torch.uint8)
+        classes = upsample_argmax(out.seg_logits, tuple(x.shape[2:]))
         depth = None
         if out.depth is not None and self.meta.depth is not None:
             depth = self.meta.depth.to_depth(out.depth.float())[:, 0]
