@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,10 @@ def test_convert_then_info(b0_file, tmp_path):
     r = cli("convert", str(b0_file), "-o", str(out), "--half")
     assert r.returncode == 0, r.stderr
     assert out.is_file() and load_file(str(out))["seg_head.pred.weight"].dtype == torch.float16
+    # shared weights stay readable by others: the file follows the umask like any other, not 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_help_and_version():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from ..errors import CheckpointError
 from .metadata import (
@@ -418,7 +418,9 @@ def save_checkpoint(model: SegFormer3D, path: str | Path, dtype: torch.dtype | N
     tmp = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata={META_KEY: meta.to_json(), "format": "segformer3d-rt"})
+        # serialised in memory and written with open(): the file gets the usual umask permissions
+        # (safetensors' save_file creates it 0600, unreadable to other users of shared weights)
+        tmp.write_bytes(save(tensors, metadata={META_KEY: meta.to_json(), "format": "segformer3d-rt"}))
         tmp.replace(path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
