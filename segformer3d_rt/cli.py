@@ -189,6 +189,9 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--pipeline-batch", type=int, default=None, help="pipeline batch size")
     b.add_argument("--pipeline-precision", default=None, help="pipeline precision (auto|fp32|fp16|bf16)")
     b.add_argument("--max-frames", type=int, help="pipeline: stop after N frames")
+    b.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="pipeline: N rounds of (pipeline, model only); the round with the median ratio is reported "
+                        "(steadier on machines whose speed drifts)")
     b.add_argument("--json", metavar="PATH", help="write all results as JSON")
     b.set_defaults(func=_cmd_bench)
 

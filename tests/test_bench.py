@@ -47,6 +47,18 @@ def test_pipeline_against_model_only_in_the_same_run(tmp_path):
     assert p["model_only"]["size"] == "64x128"
 
 
+def test_repeated_rounds_report_the_median_round(tmp_path):
+    rep = _bench(tmp_path, "--variant", "b0", "--source", "synthetic:frames=8,size=256x128",
+                 "--input-size", "64x128", "--warmup", "1", "--iters", "3", "--repeat", "3")
+    p = rep["pipeline"]
+    ratios = [r["ratio"] for r in p["rounds"]]
+    assert len(ratios) == 3 and all(r > 0 for r in ratios)
+    assert p["ratio"] == sorted(ratios)[1]
+    assert p["ratio"] == pytest.approx(p["report"]["throughput_fps"] / p["model_only"]["throughput_fps"])
+    for r in p["rounds"]:
+        assert r["ratio"] == pytest.approx(r["pipeline_fps"] / r["model_only_fps"])
+
+
 def test_bad_mode_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--mode", "turbo",
                         "--sizes", "64x64", "--device", "cpu"], capture_output=True, text=True, timeout=300)

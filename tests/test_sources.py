@@ -452,3 +452,15 @@ def test_synthetic_live_is_paced():
         t0 = time.perf_counter()
         n = sum(1 for _ in source.frames())
     assert n == 6 and 0.18 < time.perf_counter() - t0 < 0.6  # 5 periods of 40 ms
+
+
+def test_single_threaded_decoding_gives_the_same_frames():
+    """decode_threads=1 (CPU runs) and FFmpeg's threaded default decode the same pixels with the same times."""
+    path = clip(SHORT)
+    seen = []
+    for threads in (0, 1):
+        with VideoFileSource(path, decode_threads=threads) as src:
+            seen.append([(f.index, f.pts, f.image.copy()) for f in src.frames()])
+    assert len(seen[0]) == len(seen[1]) == CLIPS[SHORT][0]
+    for (i0, t0, a), (i1, t1, b) in zip(*seen):
+        assert (i0, t0) == (i1, t1) and np.array_equal(a, b)

@@ -177,8 +177,10 @@ def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
     stats = PipelineStats()
     with ExitStack() as stack:
         hw = device.type == "cuda" if cfg.hw_decode is None else cfg.hw_decode
+        # CPU inference already uses every core: a single decoder thread costs the least CPU per frame
+        threads = 1 if device.type == "cpu" else 0
         source = stack.enter_context(open_source(cfg.source, live=cfg.live, timeout_s=cfg.timeout_s,
-                                                 reconnect=cfg.reconnect, hwaccel=hw))
+                                                 reconnect=cfg.reconnect, hwaccel=hw, decode_threads=threads))
         sinks, main_thread, out_names = _open_sinks(cfg, source, stack, cuda=device.type == "cuda")
         live = source.live
         parts = PipelineParts(
