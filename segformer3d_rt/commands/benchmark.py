@@ -55,6 +55,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console()
+    if not console.is_terminal:  # logs and pipes: rich would squeeze the ten-column table into 80 characters
+        console = Console(width=160)
     env = environment(device)
     report: dict[str, Any] = {"environment": env}
     model, weights = _model(args)
