@@ -45,7 +45,6 @@ def test_sample_clip_is_small_and_plays():
 
 @pytest.fixture(scope="module")
 def held_out() -> dict:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return evaluate(load_model(WEIGHTS), open_dataset(HELD_OUT, "val"), torch.device("cpu"))
 
 

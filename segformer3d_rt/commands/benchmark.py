@@ -92,8 +92,8 @@ def _bench_pipeline(args: argparse.Namespace, model, device, console: Console) -
         raise UserError("--repeat must be at least 1")
     rounds = []
     for i in range(args.repeat):
-        rounds.append(_pipeline_round(args, model, device))
-        r = rounds[-1]
+        r = _pipeline_round(args, model, device)
+        rounds.append(r)
         if args.repeat > 1:
             console.print(f"  round {i + 1}/{args.repeat}: pipeline {r['report']['throughput_fps']:.2f} FPS, "
                           f"model only {r['model_only']['throughput_fps']:.2f} FPS, ratio {_pct(r['ratio'])}",

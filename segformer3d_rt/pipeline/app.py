@@ -79,10 +79,12 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack,
     names: list[str] = []
     for out in cfg.outputs:
         p = Path(out)
+        encoder_line = None
         if p.suffix.lower() in VIDEO_SUFFIXES:
             time_base = getattr(source, "time_base", None)
             audio = getattr(source, "path", None) if cfg.audio else None
             codec, note = choose_encoder(cfg.codec, prefer_hardware=cuda)
+            encoder_line = f"encode {p.name}: {note}"
             sink = Mp4Sink(p, fps=source.fps or 25.0, time_base=time_base, audio_from=audio, codec=codec,
                            crf=cfg.crf, preset=cfg.preset, bitrate=cfg.bitrate)
         elif p.suffix:
@@ -91,8 +93,8 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack,
             sink = ImageDirSink(p)
         sinks.append(stack.enter_context(sink))
         names.append(str(p))
-        if p.suffix.lower() in VIDEO_SUFFIXES:  # said once the file really opened, so a bad path gives one line
-            log.info("encode %s: %s", p.name, note)
+        if encoder_line:  # said once the file really opened, so a bad output path gives exactly one line
+            log.info(encoder_line)
     if cfg.show:
         try:
             window = stack.enter_context(DisplaySink())

@@ -33,7 +33,7 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     if logits.device.type != "cpu":
         return dense_upsample_argmax(logits, size)
     logits = logits.float()
-    b, k, h, w = logits.shape
+    h, w = logits.shape[2:]
     H, W = size
     y0, y1, wy = _source_coords(H, h, logits.device)
     x0, x1, wx = _source_coords(W, w, logits.device)

@@ -304,7 +304,7 @@ class VideoFileSource(Source):
                  decode_threads: int = 0) -> None:
         self.path = str(path)
         self.live = live
-        self.decode_threads = decode_threads
+        self._decode_threads = decode_threads
         self.reconnects = 0
         self._name = Path(self.path).name
         self._hwaccel = hwaccel
@@ -342,13 +342,11 @@ class VideoFileSource(Source):
         if self._container is None:  # a second pass: open the file again
             self._container = _open_video(self.path, self._hwaccel)
         stream = self._container.streams.video[0]
-        if self.decode_threads != 1:
+        stream.codec_context.thread_count = self._decode_threads
+        if self._decode_threads != 1:
             # frame+slice threads (files only, where their latency does not matter): more frames per second,
             # but ~50% more CPU per frame (720p H.264: 8.1 vs 5.3 ms), a loss when the cores are all busy
             stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = self.decode_threads
-        else:
-            stream.codec_context.thread_count = 1
         self._frames_it = _decoded(self._container, stream)
         return self._frames_it
 
