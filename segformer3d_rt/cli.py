@@ -51,6 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size, "queue_size": args.queue_size, "view": args.view, "alpha": args.alpha,
         "legend": args.legend, "hud": args.hud, "colormap": args.colormap,
         "depth_range": tuple(args.depth_range) if args.depth_range else None,
+        "depth_smoothing": args.depth_smoothing,
         "codec": args.codec, "crf": args.crf, "preset": args.preset, "bitrate": args.bitrate,
         "audio": args.audio, "max_frames": args.max_frames, "stats_json": args.stats_json,
         "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
@@ -99,7 +100,9 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--hud", action=argparse.BooleanOptionalAction, default=None, help="FPS/latency overlay")
     v.add_argument("--colormap", help="depth colour map: turbo, magma, plasma, inferno, viridis (near is warm)")
     v.add_argument("--depth-range", type=float, nargs=2, metavar=("NEAR", "FAR"),
-                   help="fixed depth colour range (default: per frame)")
+                   help="fixed depth colour range (default: a robust range smoothed over frames)")
+    v.add_argument("--depth-smoothing", type=float, metavar="W",
+                   help="share of each new frame in the smoothed depth colour range (default 0.05; 1 = per frame)")
     o = r.add_argument_group("video output")
     o.add_argument("--codec", help="video encoder: auto (h264_nvenc on CUDA runs when available, else libx264; "
                    "the default) or any FFmpeg encoder name")
@@ -123,7 +126,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     cfg = TrainConfig(**{k: given[k] for k in TrainConfig.__dataclass_fields__ if k in given and k not in
-                         ("crop", "freeze", "scale", "input_size")})
+                         ("crop", "freeze", "scale", "input_size", "data")})
+    if args.data:
+        cfg.data = tuple(args.data)
     if args.crop:
         cfg.crop = parse_size(args.crop)
     if args.input_size:
@@ -197,10 +202,14 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train both heads (or either) on synthetic, Cityscapes or .npy data",
+    t = sub.add_parser("train", help="train both heads (or either) on synthetic, CamVid, Cityscapes or .npy data",
                        description="Train the dual-head network. Datasets: synthetic[:seed=N,n=N,size=HxW] "
-                                   "(rendered on the fly), cityscapes:ROOT, npy:ROOT (original Segformer3D layout).")
-    t.add_argument("--data", help="dataset spec (default synthetic)")
+                                   "(rendered on the fly), camvid:ROOT, cityscapes:ROOT, npy:ROOT (original "
+                                   "Segformer3D layout). Give --data several times to mix datasets; each spec may "
+                                   "add weight=W (sampling weight), crop=HxW and scale=LOW-HIGH, e.g. "
+                                   "--data synthetic:size=128x256,weight=1,scale=1-1 --data camvid:ROOT,weight=2. "
+                                   "Each loss is computed only where its labels exist.")
+    t.add_argument("--data", action="append", help="dataset spec, repeatable (default synthetic)")
     t.add_argument("--split", help="dataset split (default train)")
     t.add_argument("--out", help="run directory for checkpoints (default runs/train)")
     t.add_argument("--variant", help="b0..b5 (default b0)")
@@ -234,12 +243,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--log-every", type=int)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default=None)
+    t.add_argument("--balance", type=float, help="rare-label weighting power for datasets that count their labels "
+                   "(CamVid): (median freq / freq) ** POWER (default 0.5; 0 = off)")
+    t.add_argument("--sky-depth", type=float, help="depth target in metres for sky pixels without depth "
+                   "(default 100: sky is taught as far; 0 = off)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="mIoU and depth metrics of a checkpoint on a dataset",
                        description="Evaluate: per-class IoU and mIoU, AbsRel, SqRel, RMSE, RMSElog, delta1-3.")
     e.add_argument("--weights", help="checkpoint (default: the bundled weights)")
-    e.add_argument("--data", required=True, help="synthetic[:seed=N,n=N,size=HxW] | cityscapes:ROOT | npy:ROOT")
+    e.add_argument("--data", required=True, help="synthetic[:seed=N,n=N,size=HxW] | camvid:ROOT[,split=val] | "
+                   "kitti:ROOT | cityscapes:ROOT | npy:ROOT")
     e.add_argument("--split", default="val")
     e.add_argument("--input-size", metavar="HxW", help="model input box (default: the checkpoint's)")
     e.add_argument("--max-depth", type=float, default=80.0, help="ignore ground truth beyond this (default 80)")

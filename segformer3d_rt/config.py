@@ -35,7 +35,8 @@ class RunConfig:
     legend: bool = True
     hud: bool = True
     colormap: str = "turbo"
-    depth_range: tuple[float, float] | None = None
+    depth_range: tuple[float, float] | None = None  # fixed colour range; None: smoothed over frames
+    depth_smoothing: float = 0.05  # share of each frame in the smoothed depth range; 1 = per-frame range
     codec: str = "auto"  # auto: h264_nvenc on a CUDA run when it opens, else libx264; or any FFmpeg encoder
     hw_decode: bool | None = None  # NVIDIA decoding of video files (None: try it on CUDA runs)
     crf: int | None = 23
@@ -72,6 +73,8 @@ class RunConfig:
             raise UserError(f"unknown colour map '{self.colormap}'; choose one of {', '.join(COLORMAPS)}")
         if self.depth_range is not None and not self.depth_range[0] < self.depth_range[1]:
             raise UserError(f"--depth-range needs NEAR < FAR, got {self.depth_range[0]} {self.depth_range[1]}")
+        if not 0.0 < self.depth_smoothing <= 1.0:
+            raise UserError(f"--depth-smoothing must be in (0, 1], not {self.depth_smoothing}")
         if self.progress not in ("auto", "rich", "plain", "none"):
             raise UserError(f"unknown progress mode '{self.progress}'")
         return self

@@ -1,4 +1,9 @@
-"""`segformer3d-rt eval`: mIoU with a per-class table and depth metrics over valid pixels."""
+"""`segformer3d-rt eval`: mIoU with a per-class table and depth metrics over valid pixels.
+
+A dataset whose labels name sets of the model's classes (CamVid) is scored in its own label space: each
+predicted class is mapped to the label whose set holds it. Depth is scored as predicted and, for models
+whose metric scale may not fit the camera, after per-image median scaling.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +31,19 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
 
     meta = model.meta
     model = model.to(device).eval()
-    seg = SegMetrics(meta.num_classes)
+    space = getattr(data, "label_space", None)
+    lut = None
+    if space is not None:
+        try:
+            lut = torch.from_numpy(space.group_lut(tuple(meta.class_names)).astype(np.int64)).to(device)
+        except ValueError as e:
+            from .errors import UserError
+
+            raise UserError(f"cannot score this model on {space.name}: {e}") from None
+    class_names = list(space.names) if space is not None else list(meta.class_names)
+    seg = SegMetrics(len(class_names))
     dep = DepthMetrics(max_depth=max_depth)
+    dep_scaled = DepthMetrics(max_depth=max_depth)
     mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
     box = input_box or tuple(meta.input_size)
@@ -46,17 +62,34 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
                 out = model((x - mean) / std)
             if sample.labels is not None:
                 logits = F.interpolate(out.seg_logits.float(), size=(h, w), mode="bilinear", align_corners=False)
-                seg.update(logits.argmax(1)[0], torch.from_numpy(sample.labels).to(device))
+                pred = logits.argmax(1)[0]
+                seg.update(pred if lut is None else lut[pred], torch.from_numpy(sample.labels).to(device))
             if sample.depth is not None and out.depth is not None and meta.depth is not None:
                 raw = F.interpolate(out.depth.float(), size=(h, w), mode="bilinear", align_corners=False)
-                dep.update(meta.depth.to_depth(raw)[0, 0], torch.from_numpy(sample.depth).to(device))
+                pred_d, gt = meta.depth.to_depth(raw)[0, 0], torch.from_numpy(sample.depth).to(device)
+                dep.update(pred_d, gt)
+                dep_scaled.update(median_scaled(pred_d, gt, max_depth), gt)
             count += 1
-    result: dict[str, Any] = {"images": count, "classes": list(meta.class_names)}
+    result: dict[str, Any] = {"images": count, "classes": class_names,
+                              "label_space": space.name if space is not None else "model"}
     s = seg.compute()
     result["segmentation"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()
                               if k != "confusion"}
     d = dep.compute()
     result["depth"] = d if d.get("count", d.get("valid_pixels", 0)) else None
+    ds = dep_scaled.compute()
+    result["depth_median_scaled"] = ds if result["depth"] else None
     result["depth_unit"] = meta.depth.unit if meta.depth else None
     result["max_depth"] = max_depth
     return result
+
+
+def median_scaled(pred: torch.Tensor, gt: torch.Tensor, max_depth: float | None = None) -> torch.Tensor:
+    """pred * median(gt) / median(pred) over the pixels with valid ground truth (the usual scale alignment
+    for monocular depth whose metric scale comes from another camera)."""
+    valid = torch.isfinite(gt) & (gt > 0)
+    if max_depth is not None:
+        valid &= gt <= max_depth
+    if not valid.any():
+        return pred
+    return pred * (gt[valid].median() / pred[valid].median().clamp_min(1e-6))

@@ -1,4 +1,5 @@
-"""Training losses: cross-entropy with the ignore label, and depth losses over valid pixels only."""
+"""Training losses: cross-entropy with the ignore label (per class, or on the summed probability of a label's
+set of classes), and depth losses over valid pixels only."""
 from __future__ import annotations
 
 import torch
@@ -15,6 +16,34 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
     if not (labels != ignore_index).any():
         return logits.sum() * 0.0  # keeps the graph; a crop of pure void teaches nothing
     return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+
+
+def set_loss(logits: torch.Tensor, labels: torch.Tensor, membership: torch.Tensor | None,
+             ignore_index: int = 255, label_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy where label l stands for a set of classes: -log(sum of the set's probabilities).
+
+    membership: L x K bool (label l covers class k), or None for one label per class (plain cross-entropy).
+    A pixel labelled "car" whose prediction is "truck" costs nothing when the set holds both.
+    label_weights: optional L weights (rare classes up); the loss is the weighted mean over pixels.
+    """
+    if membership is None and label_weights is None:
+        return seg_loss(logits, labels, ignore_index)
+    if membership is None:
+        membership = torch.eye(logits.shape[1], dtype=torch.bool)
+    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    valid = labels != ignore_index
+    if not valid.any():
+        return logits.sum() * 0.0
+    if labels[valid].max() >= membership.shape[0]:
+        raise ValueError(f"label id {int(labels[valid].max())} outside the label set table ({membership.shape[0]})")
+    logp = F.log_softmax(logits, dim=1).permute(0, 2, 3, 1)[valid]  # N x K
+    allowed = membership.to(logp.device)[labels[valid].long()]  # N x K
+    # logsumexp over the set only: exact (no probability underflow) and equal to cross-entropy for singletons
+    nll = -torch.logsumexp(logp.masked_fill(~allowed, float("-inf")), dim=1)
+    if label_weights is None:
+        return nll.mean()
+    w = label_weights.to(nll.device, nll.dtype)[labels[valid].long()]
+    return (w * nll).sum() / w.sum()
 
 
 def depth_loss(raw: torch.Tensor, depth: torch.Tensor, spec: DepthSpec, kind: str = "log-l1",

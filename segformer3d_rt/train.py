@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -14,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import UserError
-from .losses import DEPTH_LOSSES, depth_loss, seg_loss
+from .losses import DEPTH_LOSSES, depth_loss, set_loss
 from .model import SegFormer3D, build_model, load_encoder, read_checkpoint, save_checkpoint
 from .model.checkpoints import load_state_strict
 from .model.metadata import IMAGENET_MEAN, IMAGENET_STD
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    data: str = "synthetic"
+    data: tuple[str, ...] = ("synthetic",)  # dataset specs; several are mixed by their weight= option
     split: str = "train"
     out: str = "runs/train"
     variant: str = "b0"
@@ -55,6 +54,12 @@ class TrainConfig:
     log_every: int = 20
     augment: bool = True
     progress: str = "auto"
+    balance: float = 0.5  # label weights (median frequency / frequency) ** balance where a dataset counts them
+    sky_depth: float = 100.0  # depth target (m) of sky-labelled pixels without depth: sky is far, never near; 0 = off
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = (self.data,)
 
 
 def _seed_everything(seed: int) -> None:
@@ -69,10 +74,12 @@ class TrainSet(Dataset):
 
     def __init__(self, base: Dataset, crop: tuple[int, int], seed: int, augment: bool,
                  mean: tuple[float, ...], std: tuple[float, ...],
-                 scale: tuple[float, float] = (0.5, 2.0)) -> None:
+                 scale: tuple[float, float] = (0.5, 2.0), sky_labels: tuple[int, ...] = (),
+                 sky_depth: float = 0.0) -> None:
         from .data.augment import Augment
 
         self.base, self.seed, self.mean, self.std = base, seed, mean, std
+        self.sky_labels, self.sky_depth = sky_labels, sky_depth
         self.augment = Augment(out_size=crop, scale=scale) if augment else Augment(
             out_size=crop, scale=(1.0, 1.0), flip=False, color_jitter=False, blur=False, noise=False)
 
@@ -85,7 +92,131 @@ class TrainSet(Dataset):
         rng = np.random.default_rng([self.seed, index])
         sample = self.augment(self.base[index], rng)
         image, labels, depth = to_tensors(sample, self.mean, self.std)
+        if self.sky_depth > 0 and self.sky_labels:
+            sky = torch.isin(labels, torch.tensor(self.sky_labels)) & (depth[0] <= 0)
+            depth[0][sky] = self.sky_depth
         return image, labels, depth
+
+
+@dataclass
+class Source:
+    """One training dataset of a mix: its spec, sampling weight, crop and label-set table."""
+
+    spec: str
+    data: TrainSet
+    weight: float
+    membership: torch.Tensor | None  # L x K bool, None: labels are the model's own classes
+    label_weights: torch.Tensor | None = None  # L weights, rare labels up
+
+
+def balanced_weights(counts: np.ndarray, power: float) -> torch.Tensor | None:
+    """(median frequency / frequency) ** power, clipped to [0.1, 10]: rare classes weigh more, mIoU rises."""
+    if power <= 0 or counts.sum() == 0:
+        return None
+    freq = counts / counts.sum()
+    present = freq > 0
+    w = np.ones_like(freq)
+    w[present] = np.clip((np.median(freq[present]) / freq[present]) ** power, 0.1, 10.0)
+    return torch.from_numpy(w.astype(np.float32))
+
+
+class MixedSet(Dataset):
+    """Index (source, sample) -> (source, image, labels, depth)."""
+
+    def __init__(self, sources: list[Source]) -> None:
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return sum(len(s.data) for s in self.sources)
+
+    def __getitem__(self, index: tuple[int, int]):
+        src, i = index
+        return (src, *self.sources[src].data[i])
+
+
+def _collate_groups(items: list) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One group per source: sources may differ in crop size, so each gets its own forward pass."""
+    groups: dict[int, list] = {}
+    for src, image, labels, depth in items:
+        groups.setdefault(src, []).append((image, labels, depth))
+    return [(src, *(torch.stack(t) for t in zip(*g))) for src, g in sorted(groups.items())]
+
+
+def sampling_plan(sizes: list[int], weights: list[float], steps: int, batch_size: int,
+                  seed: int) -> list[list[tuple[int, int]]]:
+    """Per step, batch_size (source, index) pairs: the source drawn by weight, each source walking through
+    its own reshuffled epochs. Step t depends only on (seed, t) and the steps before it, not on ``steps``,
+    so a resumed run continues exactly."""
+    p = np.asarray(weights, dtype=np.float64)
+    p = p / p.sum()
+    pos = [0] * len(sizes)
+    perms: list[np.ndarray | None] = [None] * len(sizes)
+    plan = []
+    for t in range(steps):
+        draws = np.random.default_rng([seed, 1, t]).choice(len(sizes), size=batch_size, p=p)
+        batch = []
+        for src in draws.tolist():
+            epoch, k = divmod(pos[src], sizes[src])
+            if k == 0 or perms[src] is None:
+                perms[src] = np.random.default_rng([seed, 2, src, epoch]).permutation(sizes[src])
+            batch.append((src, int(perms[src][k])))
+            pos[src] += 1
+        plan.append(batch)
+    return plan
+
+
+def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tuple[float, float]]:
+    from .config import parse_size
+    from .data.registry import split_spec
+
+    _, _, opts = split_spec(spec)
+    try:
+        weight = float(opts.get("weight", 1.0))
+    except ValueError:
+        raise UserError(f"'{spec}': weight= wants a number, not '{opts['weight']}'") from None
+    if not weight > 0:
+        raise UserError(f"'{spec}': weight= must be > 0")
+    crop = parse_size(opts["crop"]) if "crop" in opts else tuple(cfg.crop)
+    scale = tuple(cfg.scale)
+    if "scale" in opts:
+        try:
+            lo, hi = (float(v) for v in opts["scale"].split("-"))
+        except ValueError:
+            raise UserError(f"'{spec}': scale= wants LOW-HIGH (for example 0.5-1.5), not '{opts['scale']}'") from None
+        if not 0 < lo <= hi:
+            raise UserError(f"'{spec}': scale= needs 0 < LOW <= HIGH")
+        scale = (lo, hi)
+    return weight, crop, scale
+
+
+def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[float, ...],
+                  std: tuple[float, ...]) -> list[Source]:
+    from .data.registry import open_dataset
+    from .labels import SKY
+
+    sources = []
+    for i, spec in enumerate(cfg.data):
+        weight, crop, scale = _parse_mix(spec, cfg)
+        # the synthetic world is rendered on demand: a fixed, large length keeps the sample order
+        # independent of --steps, which is what makes --resume continue exactly
+        base = open_dataset(spec, cfg.split, default_length=1_000_000, default_seed=cfg.seed)
+        if len(base) == 0:
+            raise UserError(f"dataset '{spec}' is empty")
+        space = getattr(base, "label_space", None)
+        membership = None
+        if space is not None:
+            try:
+                membership = torch.from_numpy(space.membership(class_names))
+            except ValueError as e:
+                raise UserError(f"cannot train on '{spec}': {e}") from None
+            sky = tuple(j for j, m in enumerate(space.members) if m == (SKY,))
+        else:
+            sky = tuple(j for j, n in enumerate(class_names) if n == SKY)
+        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, cfg.sky_depth)
+        counts = base.label_histogram() if hasattr(base, "label_histogram") else None
+        label_weights = None if counts is None else balanced_weights(counts, cfg.balance)
+        sources.append(Source(spec, data, weight, membership, label_weights))
+    return sources
 
 
 def _set_frozen(model: SegFormer3D, freeze: tuple[str, ...]) -> None:
@@ -132,7 +263,7 @@ def build_training_model(cfg: TrainConfig) -> tuple[SegFormer3D, str]:
     except ValueError as e:
         raise UserError(str(e)) from None
     model.meta = replace(model.meta, input_size=tuple(cfg.input_size or cfg.crop), source_format="segformer3d-rt",
-                         description=f"segformer3d-rt train --data {cfg.data} --steps {cfg.steps} --seed {cfg.seed}")
+                         description=f"segformer3d-rt train --data {' --data '.join(cfg.data)} --steps {cfg.steps} --seed {cfg.seed}")
     if cfg.init:
         fmt = load_encoder(model, cfg.init)
         return model, f"encoder from {cfg.init} ({fmt})"
@@ -150,7 +281,6 @@ def _resume_path(resume: str) -> Path:
 
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the final checkpoint."""
-    from .data.registry import open_dataset
     from .pipeline.infer import resolve_device
 
     if cfg.depth_loss not in DEPTH_LOSSES:
@@ -187,17 +317,15 @@ def train(cfg: TrainConfig) -> Path:
     mean, std = model.meta.mean, model.meta.std
     if model.meta.mean != IMAGENET_MEAN or model.meta.std != IMAGENET_STD:
         log.info("normalising with the checkpoint's mean %s / std %s", mean, std)
-    # the synthetic world is rendered on demand: a fixed, large length keeps the sample order
-    # independent of --steps, which is what makes --resume continue exactly
-    base = open_dataset(cfg.data, cfg.split, default_length=1_000_000, default_seed=cfg.seed)
-    data = TrainSet(base, cfg.crop, cfg.seed, cfg.augment, mean, std, tuple(cfg.scale))
-    # A fixed permutation per seed; resuming skips what was consumed.
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-    needed = (cfg.steps - start) * cfg.batch_size
-    order = (order * math.ceil((cfg.steps * cfg.batch_size) / len(order) + 1))[start * cfg.batch_size:][:needed]
-    loader = DataLoader(torch.utils.data.Subset(data, order), batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=cfg.workers, drop_last=True, persistent_workers=False,
-                        pin_memory=device.type == "cuda")
+    sources = build_sources(cfg, model.meta.class_names, mean, std)
+    for src in sources:
+        log.info("data %s: %d samples, weight %.2f, crop %dx%d%s", src.spec, len(src.data), src.weight,
+                 *src.data.augment.out_size, "" if src.label_weights is None else
+                 ", label weights " + " ".join(f"{w:.2f}" for w in src.label_weights.tolist()))
+    plan = sampling_plan([len(s.data) for s in sources], [s.weight for s in sources], cfg.steps,
+                         cfg.batch_size, cfg.seed)[start:]
+    loader = DataLoader(MixedSet(sources), batch_sampler=plan, num_workers=cfg.workers,
+                        collate_fn=_collate_groups, persistent_workers=False, pin_memory=device.type == "cuda")
     (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "init_note": init_note}, indent=2))
 
     reporter = _Reporter(cfg, start)
@@ -207,14 +335,19 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume:
         torch.set_rng_state(state["torch_rng"])
     with reporter:
-        for images, labels, depths in batches:
-            images, labels, depths = images.to(device), labels.to(device), depths.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(images)
-            ls = seg_loss(outputs.seg_logits, labels)
-            ld = (depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
-                  if outputs.depth is not None else ls * 0.0)
-            loss = cfg.seg_weight * ls + cfg.depth_weight * ld
+        for groups in batches:
+            loss, ls_sum, ld_sum, n_all = 0.0, 0.0, 0.0, sum(len(g[1]) for g in groups)
+            for src, images, labels, depths in groups:
+                images, labels, depths = images.to(device), labels.to(device), depths.to(device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    outputs = model(images)
+                ls = set_loss(outputs.seg_logits, labels, sources[src].membership,
+                              label_weights=sources[src].label_weights)
+                ld = (depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
+                      if outputs.depth is not None else ls * 0.0)
+                share = len(images) / n_all  # each loss only where its labels exist, weighted by its samples
+                loss = loss + share * (cfg.seg_weight * ls + cfg.depth_weight * ld)
+                ls_sum, ld_sum = ls_sum + share * ls.item(), ld_sum + share * ld.item()
             if not torch.isfinite(loss):
                 raise UserError(f"loss became {loss.item()} at step {step}; lower --lr")
             opt.zero_grad(set_to_none=True)
@@ -223,7 +356,7 @@ def train(cfg: TrainConfig) -> Path:
             scaler.update()
             sched.step()  # per iteration, not per epoch
             step += 1
-            reporter.step(step, ls.item(), ld.item(), opt.param_groups[0]["lr"], len(images))
+            reporter.step(step, ls_sum, ld_sum, opt.param_groups[0]["lr"], n_all)
             if step % cfg.save_every == 0 or step == cfg.steps:
                 _save(model, opt, sched, scaler, step, out)
                 _train_mode(model, cfg.freeze)

@@ -17,7 +17,7 @@ from segformer3d_rt.data.registry import HELD_OUT_SEED, open_dataset
 from segformer3d_rt.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-synthetic.safetensors"
+WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
 SAMPLE = ROOT / "samples" / "synthetic-drive.mp4"
 CARD = ROOT / "weights" / "MODEL_CARD.md"
 # the model card's held-out set: scenes rendered with a seed the training recipe never uses

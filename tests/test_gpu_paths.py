@@ -21,7 +21,7 @@ from segformer3d_rt.pipeline.sinks import choose_encoder
 from segformer3d_rt.pipeline.sources import VideoFileSource
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-synthetic.safetensors"
+WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
 NO_GPU = not torch.cuda.is_available()
 
 

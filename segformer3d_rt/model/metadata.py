@@ -11,17 +11,8 @@ from typing import Any, Literal
 
 import torch
 
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
-CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)
+from ..labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, default_class_names, default_palette  # noqa: F401
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The original Segformer3D weights were trained with a typo in the green mean (0.56 for 0.456):
@@ -117,27 +108,3 @@ class ModelMeta:
 
     def with_(self, **changes: Any) -> "ModelMeta":
         return replace(self, **changes)
-
-
-def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
-    """Cityscapes colours where they exist, then distinct deterministic colours (no RNG state)."""
-    out = list(CITYSCAPES_PALETTE[:n])
-    i = len(out)
-    while len(out) < n:
-        # Golden-ratio hue walk: distinct neighbours, same colours every time.
-        h = (i * 0.618033988749895) % 1.0
-        r, g, b = _hsv_to_rgb(h, 0.65, 0.95)
-        out.append((r, g, b))
-        i += 1
-    return tuple(out)
-
-
-def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb(h, s, v)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def default_class_names(n: int) -> tuple[str, ...]:
-    return CITYSCAPES_CLASSES if n == len(CITYSCAPES_CLASSES) else tuple(f"class {i}" for i in range(n))

@@ -26,7 +26,7 @@ from .stats import PipelineStats
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_WEIGHTS = REPO_ROOT / "weights" / "segformer3d-rt-b0-synthetic.safetensors"
+BUNDLED_WEIGHTS = REPO_ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
 
 
@@ -110,7 +110,7 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack,
 
 def _renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
     """Host rendering (numpy/cv2), or on ``device`` where only the finished frame is downloaded."""
-    from .render import RenderStyle, render_frame
+    from .render import RenderStyle, SmoothedDepthRange, render_frame, robust_depth_range
 
     try:
         style = RenderStyle(palette=np.asarray(meta.palette, dtype=np.uint8), class_names=tuple(meta.class_names),
@@ -118,12 +118,25 @@ def _renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
                             depth_range=cfg.depth_range, hud=cfg.hud)
     except ValueError as e:
         raise UserError(str(e)) from None
+    smooth = SmoothedDepthRange(cfg.depth_smoothing) if cfg.depth_range is None and cfg.depth_smoothing < 1 else None
     if device is not None:
         from .render_torch import TorchRenderer
 
         gpu = TorchRenderer(style, device)
-        return lambda p, hud: gpu.render(p.image, p.classes, p.depth, hud_lines=hud)
-    return lambda p, hud: render_frame(p.frame.image, p.classes, p.depth, style, hud_lines=hud)
+
+        def render_on_device(p: Any, hud: list[str]) -> np.ndarray:
+            rng = None
+            if smooth is not None and p.depth is not None:
+                rng = smooth.update(*gpu.frame_ranges(p.depth)[0])
+            return gpu.render(p.image, p.classes, p.depth, hud_lines=hud, depth_range=rng)
+        return render_on_device
+
+    def render_on_host(p: Any, hud: list[str]) -> np.ndarray:
+        rng = None
+        if smooth is not None and p.depth is not None:
+            rng = smooth.update(*robust_depth_range(np.asarray(p.depth, dtype=np.float32)))
+        return render_frame(p.frame.image, p.classes, p.depth, style, hud_lines=hud, depth_range=rng)
+    return render_on_host
 
 
 class _Signals:

@@ -11,7 +11,8 @@ Conventions shared by both back ends (kept identical so that they agree to a lev
 * invalid depth (<= 0, NaN, inf) is black; resizing ignores invalid pixels (normalised bilinear);
 * depth colour: index 255 of a colour map is NEAR (warm/bright), index 0 is FAR (cold/dark);
 * the robust depth range is the 2nd..98th percentile of the valid pixels of the raw depth map,
-  computed with integer positions so both back ends pick the same samples.
+  computed with integer positions so both back ends pick the same samples; over a video it is smoothed
+  (:class:`SmoothedDepthRange`), since a range recomputed per frame makes the colours flicker.
 """
 from __future__ import annotations
 
@@ -229,6 +230,31 @@ def robust_depth_range(depth: np.ndarray, valid: np.ndarray | None = None) -> tu
         return 0.0, 1.0
     near, far = percentile_pair(v)
     return float(near), float(far)
+
+
+class SmoothedDepthRange:
+    """Per-frame robust ranges -> a range that moves slowly: an exponential moving average in log depth
+    (so near and far move in proportion). ``weight`` is the share of a new frame; 1 = per-frame ranges."""
+
+    def __init__(self, weight: float = 0.05) -> None:
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"depth range smoothing must be in (0, 1], not {weight}")
+        self.weight = weight
+        self._log: tuple[float, float] | None = None
+
+    def update(self, near: float, far: float) -> tuple[float, float]:
+        if not (np.isfinite(near) and np.isfinite(far) and 0 < near < far):
+            return self.current() or (near, far)  # a frame without usable depth keeps the colours
+        new = (float(np.log(near)), float(np.log(far)))
+        if self._log is None:
+            self._log = new
+        else:
+            w = self.weight
+            self._log = (self._log[0] + w * (new[0] - self._log[0]), self._log[1] + w * (new[1] - self._log[1]))
+        return self.current()  # type: ignore[return-value]
+
+    def current(self) -> tuple[float, float] | None:
+        return None if self._log is None else (float(np.exp(self._log[0])), float(np.exp(self._log[1])))
 
 
 def resize_depth(depth: np.ndarray, valid: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -466,10 +492,12 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 
 def render_frame(image: np.ndarray, classes: np.ndarray | None, depth: np.ndarray | None,
-                 style: RenderStyle, hud_lines: Sequence[str] = ()) -> np.ndarray:
+                 style: RenderStyle, hud_lines: Sequence[str] = (),
+                 depth_range: tuple[float, float] | None = None) -> np.ndarray:
     """The annotated RGB frame for ``style.view`` (see LAYOUTS); a new array, ``image`` is untouched.
 
     ``classes`` (uint8 ids) and ``depth`` may be at any resolution; they are resized to the frame.
+    ``depth_range`` (e.g. a smoothed one) replaces the style's for this frame.
     """
     img = _check_image(image)
     hw = img.shape[:2]
@@ -487,7 +515,7 @@ def render_frame(image: np.ndarray, classes: np.ndarray | None, depth: np.ndarra
         if "overlay" in names:
             panels["overlay"] = blend(img, seg, style.alpha)
     if depth is not None and "depth" in names:
-        panels["depth"] = depth_panel(depth, hw, style.depth_range, style.colormap)
+        panels["depth"] = depth_panel(depth, hw, depth_range or style.depth_range, style.colormap)
 
     if len(names) == 1:
         canvas = panels[layout[0][0]]

@@ -149,16 +149,26 @@ class TorchRenderer:
             raise ValueError(f"depth must be (B x) h x w matching the image batch, got {tuple(dep.shape)}")
         return img, cls, dep
 
-    def _depth_panel(self, depth: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    def frame_ranges(self, depth: torch.Tensor | np.ndarray) -> list[tuple[float, float]]:
+        """The per-frame robust (near, far) of a (B x) h x w depth batch, on the host."""
+        dep = _batched(self._upload(depth), 2).to(torch.float32)
+        near, far = robust_depth_range(dep, valid_depth(dep))
+        return list(zip(near.tolist(), far.tolist()))
+
+    def _depth_panel(self, depth: torch.Tensor, hw: tuple[int, int],
+                     depth_range: tuple[float, float] | None = None) -> torch.Tensor:
         valid = valid_depth(depth)
-        if self._range is not None:
-            near, far = self._range[0].expand(depth.shape[0]), self._range[1].expand(depth.shape[0])
+        fixed = self._range if depth_range is None else torch.tensor(depth_range, dtype=torch.float32,
+                                                                     device=self.device)
+        if fixed is not None:
+            near, far = fixed[0].expand(depth.shape[0]), fixed[1].expand(depth.shape[0])
         else:
             near, far = robust_depth_range(depth, valid)  # from the raw map, as render.py does
         d, v = resize_depth(depth, valid, hw)
         return depth_rgb(d, v, near, far, self._depth_lut)
 
-    def _canvas(self, img: torch.Tensor, cls: torch.Tensor | None, dep: torch.Tensor | None) -> torch.Tensor:
+    def _canvas(self, img: torch.Tensor, cls: torch.Tensor | None, dep: torch.Tensor | None,
+                depth_range: tuple[float, float] | None = None) -> torch.Tensor:
         validate_view(self.style.view, has_classes=cls is not None, has_depth=dep is not None)
         hw = (int(img.shape[1]), int(img.shape[2]))
         panels = {"frame": img, "seg": img, "overlay": img, "depth": img}
@@ -168,7 +178,7 @@ class TorchRenderer:
             if "overlay" in self.panel_names:
                 panels["overlay"] = blend(img, seg, self.style.alpha)
         if dep is not None and "depth" in self.panel_names:
-            panels["depth"] = self._depth_panel(dep, hw)
+            panels["depth"] = self._depth_panel(dep, hw, depth_range)
         # Single-panel views are always a fresh tensor (validate_view rules out the bare frame).
         rows = [torch.cat([panels[n] for n in row], dim=2) for row in self.layout]
         return torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
@@ -183,10 +193,11 @@ class TorchRenderer:
 
     @torch.no_grad()
     def render(self, image: torch.Tensor, classes: torch.Tensor | None, depth: torch.Tensor | None = None,
-               hud_lines: Sequence[str] = ()) -> np.ndarray:
-        """Finished frame(s) on the host: the canvas plus legend, HUD and notes (like render_frame)."""
+               hud_lines: Sequence[str] = (), depth_range: tuple[float, float] | None = None) -> np.ndarray:
+        """Finished frame(s) on the host: the canvas plus legend, HUD and notes (like render_frame).
+        ``depth_range`` (e.g. a smoothed one) replaces the style's for these frames."""
         img, cls, dep = self._inputs(image, classes, depth)
-        canvas = self._canvas(img, cls, dep)
+        canvas = self._canvas(img, cls, dep, depth_range)
         counts = None
         if cls is not None and self.style.legend and self.panel_names & CLASS_PANELS:
             counts = class_counts(cls).cpu().numpy()  # 256 ints per frame, from the small map
