@@ -89,7 +89,7 @@ def example_input(model: SegFormer3D, batch: int, size: tuple[int, int]) -> torc
     """A normalised driving scene from the held-out synthetic world: fidelity of fp16 against fp32 is
     only meaningful on an image the network has an opinion about (noise gives near-tied logits)."""
     from .data.registry import HELD_OUT_SEED, SEED_STRIDE
-    from .data.synthetic import render_sample
+    from .synthetic import render_sample
 
     image = render_sample(HELD_OUT_SEED * SEED_STRIDE, *size).image
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0

@@ -68,7 +68,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
                "  segformer3d-rt run rtsp://host/stream --show -o rec.mp4\n  segformer3d-rt run photos/ -o out/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("source", help="video file, camera index or /dev/videoN, rtsp/rtmp/http(s) URL, image or "
-                                  "folder of images, or synthetic:[seed=N,size=WxH,fps=F,frames=N]")
+                                  "folder of images, or synthetic:[seed=N,size=HxW,fps=F,frames=N]")
     r.add_argument("-o", "--output", action="append", metavar="PATH",
                    help="write an annotated .mp4 (or .mkv/.mov), or images into a directory; repeatable")
     r.add_argument("--show", action="store_true", help="open a live window (q or Esc quits)")

@@ -37,7 +37,7 @@ def test_model_only_sweep_reports_every_case_with_percentiles(tmp_path):
 
 
 def test_pipeline_against_model_only_in_the_same_run(tmp_path):
-    rep = _bench(tmp_path, "--variant", "b0", "--source", "synthetic:frames=12,size=256x128",
+    rep = _bench(tmp_path, "--variant", "b0", "--source", "synthetic:frames=12,size=128x256",
                  "--input-size", "64x128", "--warmup", "1", "--iters", "4")
     p = rep["pipeline"]
     report = p["report"]
@@ -48,7 +48,7 @@ def test_pipeline_against_model_only_in_the_same_run(tmp_path):
 
 
 def test_repeated_rounds_report_the_median_round(tmp_path):
-    rep = _bench(tmp_path, "--variant", "b0", "--source", "synthetic:frames=8,size=256x128",
+    rep = _bench(tmp_path, "--variant", "b0", "--source", "synthetic:frames=8,size=128x256",
                  "--input-size", "64x128", "--warmup", "1", "--iters", "3", "--repeat", "3")
     p = rep["pipeline"]
     ratios = [r["ratio"] for r in p["rounds"]]

@@ -92,8 +92,8 @@ def test_fast_shrink_matches_area_filter(src_hw: tuple[int, int], dst_hw: tuple[
     """The two-step shrink stays within a grey level (mean) of OpenCV's one-step area filter on a real scene."""
     import cv2
 
-    from segformer3d_rt.data.synthetic import render_sample
     from segformer3d_rt.pipeline.preprocess import shrink
+    from segformer3d_rt.synthetic import render_sample
 
     img = render_sample(3, 360, 640).image
     img = cv2.resize(img, (src_hw[1], src_hw[0]), interpolation=cv2.INTER_CUBIC)

@@ -83,7 +83,7 @@ def test_reduced_precision_fidelity_against_fp32(precision):
 
 
 def _synthetic_frames(n: int, h: int = 360, w: int = 640) -> list[Frame]:
-    from segformer3d_rt.data.synthetic import SyntheticWorld
+    from segformer3d_rt.synthetic import SyntheticWorld
 
     world = SyntheticWorld(seed=11, height=h, width=w)
     return [Frame(index=i, image=world.render(i).image, pts=i / 25, t_capture=0.0) for i in range(n)]

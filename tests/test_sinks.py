@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from segformer3d_rt.errors import SinkError
-from segformer3d_rt.pipeline import sinks
 from segformer3d_rt.pipeline.frames import Frame
 from segformer3d_rt.pipeline.sinks import DisplaySink, ImageDirSink, Mp4Sink, NullSink, display_available
+from segformer3d_rt.pipeline.sinks import display as display_module
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 SHORT = VIDEOS / "test_video_1280x720.mp4"  # 38 frames, time base 1/25, starts at 0
@@ -365,7 +365,7 @@ def test_no_display_means_no_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     ok, reason = display_available()
     assert not ok
-    if hasattr(cv2, "imshow") and sinks._gui_backend() != "NONE":
+    if hasattr(cv2, "imshow") and display_module._gui_backend() != "NONE":
         assert reason == "no display ($DISPLAY is not set)"
     with pytest.raises(SinkError, match="cannot show a window"):
         DisplaySink()
@@ -374,7 +374,7 @@ def test_no_display_means_no_window(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 probe")
 def test_unreachable_display_is_detected_without_crashing(monkeypatch: pytest.MonkeyPatch) -> None:
     # OpenCV's Qt backend abort()s the process when the X server is missing; the probe runs in a child process
-    if not hasattr(cv2, "imshow") or sinks._gui_backend() in ("NONE", "UNKNOWN"):
+    if not hasattr(cv2, "imshow") or display_module._gui_backend() in ("NONE", "UNKNOWN"):
         pytest.skip("this OpenCV has no GUI")
     if Path("/tmp/.X11-unix/X4242").exists():
         pytest.skip("an X server really runs on :4242")
@@ -391,7 +391,7 @@ class FakeGui:
         self.shown: list[np.ndarray] = []
         self.keys: list[int] = []
         self.visible = 1.0
-        monkeypatch.setattr(sinks, "display_available", lambda: (True, "fake"))
+        monkeypatch.setattr(display_module, "display_available", lambda: (True, "fake"))
         monkeypatch.setattr(cv2, "namedWindow", lambda *a: None)
         monkeypatch.setattr(cv2, "imshow", lambda title, img: self.shown.append(img.copy()))
         monkeypatch.setattr(cv2, "waitKey", lambda delay: self.keys.pop(0) if self.keys else -1)

@@ -150,6 +150,7 @@ def test_bad_inputs_fail_at_open_with_one_clear_line(tmp_path):
     assert fails("/dev/video97").startswith("camera /dev/video97 could not be opened")
     assert "unknown option 'colour'" in fails("synthetic:colour=red")
     assert "bad option 'size=12'" in fails("synthetic:size=12")
+    assert "size is HxW, height first" in fails("synthetic:size=4x64")
     assert fails(tmp_path / "none.png") == f"cannot open image '{tmp_path / 'none.png'}': file not found"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
@@ -430,8 +431,8 @@ def test_camera_gives_up_after_timeout():
 
 # -- synthetic -----------------------------------------------------------------------------------------------------
 def test_synthetic_frames_match_the_world():
-    synthetic = pytest.importorskip("segformer3d_rt.data.synthetic")
-    with open_source("synthetic:seed=3,size=128x64,fps=25,frames=5") as source:
+    synthetic = pytest.importorskip("segformer3d_rt.synthetic")
+    with open_source("synthetic:seed=3,size=64x128,fps=25,frames=5") as source:
         assert isinstance(source, SyntheticSource) and not source.live
         assert source.frame_count == 5 and source.fps == 25.0
         frames = list(source.frames())
@@ -446,8 +447,8 @@ def test_synthetic_frames_match_the_world():
 
 
 def test_synthetic_live_is_paced():
-    pytest.importorskip("segformer3d_rt.data.synthetic")
-    with open_source("synthetic:size=64x32,frames=6", live=True) as source:
+    pytest.importorskip("segformer3d_rt.synthetic")
+    with open_source("synthetic:size=32x64,frames=6", live=True) as source:
         assert source.live
         t0 = time.perf_counter()
         n = sum(1 for _ in source.frames())

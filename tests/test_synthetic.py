@@ -6,9 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from segformer3d_rt.data.synthetic import (SyntheticFrame, SyntheticWorld, render_sample, sample_drive)
-from segformer3d_rt.data.synthetic_raster import (FIRST_FACE_ID, GROUND_ID, TWO_SIDED, Camera, FaceBuilder,
-                                                  rasterize)
+from segformer3d_rt.synthetic import SyntheticFrame, SyntheticWorld, render_sample, sample_drive
+from segformer3d_rt.synthetic.raster import FIRST_FACE_ID, GROUND_ID, TWO_SIDED, Camera, FaceBuilder, rasterize
 
 SKY, IGNORE = 10, 255
 GROUND_CLASSES = (0, 1, 9)  # road (with its paint), sidewalk, terrain: the analytic ground plane

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from pathlib import Path
 
-from ..config import parse_size
-from ..data.synthetic import SyntheticWorld
-from ..errors import UserError
+from ..errors import SinkError, UserError
 from ..pipeline.frames import Frame
-from ..pipeline.sinks import Mp4Sink, SinkError
+from ..pipeline.media import exact_rate
+from ..pipeline.sinks import Mp4Sink
+from ..synthetic import SyntheticWorld
 
 
 def write_drive(path: str | Path, seed: int, frames: int, size: tuple[int, int], fps: float = 25.0,
@@ -19,7 +18,7 @@ def write_drive(path: str | Path, seed: int, frames: int, size: tuple[int, int],
         raise UserError("--frames must be at least 1")
     h, w = size
     world = SyntheticWorld(seed=seed, height=h, width=w, fps=fps)
-    tb = 1 / Fraction(fps).limit_denominator(1_000_000)
+    tb = 1 / exact_rate(fps)
     try:
         with Mp4Sink(path, fps=fps, time_base=tb, crf=crf, preset=preset) as sink:
             for i in range(frames):

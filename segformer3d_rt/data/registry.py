@@ -26,8 +26,8 @@ class SyntheticSet(Dataset):
         return self.length
 
     def __getitem__(self, index: int):  # -> datasets.Sample
+        from ..synthetic import render_sample
         from .datasets import Sample
-        from .synthetic import render_sample
 
         if not 0 <= index < self.length:
             raise IndexError(index)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import synthetic_objects as ob
-from .synthetic_raster import FaceBuilder, Faces
-from .synthetic_shade import CURB, FACADE, FOLIAGE, GroundSpec, Look
+from . import objects as ob
+from .raster import FaceBuilder, Faces
+from .shade import CURB, FACADE, FOLIAGE, GroundSpec, Look
 
 SEG = 40.0  # metres of road per generated segment of static content
 SEG_MOVING = 80.0  # ... and of a moving stream (sparser content: fewer, longer segments)

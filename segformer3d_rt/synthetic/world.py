@@ -18,7 +18,7 @@ Cityscapes train ids except train (16) and motorcycle (17); 255 only for the ego
 drives show (depth 0 there and on the sky). Depth stays mostly under ~100 m: a skyline 60-120 m ahead
 closes the street.
 
-`python -m segformer3d_rt.data.synthetic --bench` measures single-thread speed; `--save DIR` writes PNGs.
+`python -m segformer3d_rt.synthetic --bench` measures single-thread speed; `--save DIR` writes PNGs.
 Speed note: the renderer allocates a few MB of temporaries per frame; glibc returns them to the OS between
 frames, and page faults are slow on some VMs. MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_MMAP_THRESHOLD_=33554432
 in the environment of a training process avoids that (measured 10-20% faster here).
@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from . import synthetic_scene as sc
-from .synthetic_raster import Camera, FaceBuilder, Faces, rasterize
-from .synthetic_shade import TEXTURES, shade
+from . import scene as sc
+from .raster import Camera, FaceBuilder, Faces, rasterize
+from .shade import TEXTURES, shade
 
 __all__ = ["SyntheticFrame", "SyntheticWorld", "Camera", "render_sample", "sample_drive", "CLASS_NAMES",
            "IGNORE", "SKY"]
@@ -219,12 +219,12 @@ def _depth_png(depth: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap((v * 255).astype(np.uint8), cv2.COLORMAP_PLASMA)[:, :, ::-1]
 
 
-def _main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
     import os
     import time
 
-    ap = argparse.ArgumentParser(prog="python -m segformer3d_rt.data.synthetic", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m segformer3d_rt.synthetic", description=__doc__.split("\n")[0])
     ap.add_argument("--bench", action="store_true", help="frames/s of render_sample, one thread")
     ap.add_argument("--save", metavar="DIR", help="write image / labels / depth PNGs of a few samples")
     ap.add_argument("--size", default="256x512", help="HxW (default 256x512)")
@@ -276,6 +276,3 @@ def _main(argv: list[str] | None = None) -> int:
         ap.print_help()
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

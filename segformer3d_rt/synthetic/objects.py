@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from .synthetic_raster import BILLBOARD, TWO_SIDED, FaceBuilder
-from .synthetic_shade import (BUS_SIDE, CAR_END, CAR_SIDE, FACADE, FENCE, FOLIAGE, GLASS, LIGHT, PANEL, PERSON,
-                              PLAIN, SIGN, WALL, WHEEL)
+from .raster import BILLBOARD, TWO_SIDED, FaceBuilder
+from .shade import (BUS_SIDE, CAR_END, CAR_SIDE, FACADE, FENCE, FOLIAGE, GLASS, LIGHT, PANEL, PERSON, PLAIN, SIGN,
+                    WALL, WHEEL)
 
 # Cityscapes train ids
 BUILDING, WALL_ID, FENCE_ID, POLE, TRAFFIC_LIGHT, TRAFFIC_SIGN, VEGETATION = 2, 3, 4, 5, 6, 7, 8

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .synthetic_raster import FIRST_FACE_ID, GROUND_ID, SKY_ID, TWO_SIDED, Camera, Faces, Raster
+from .raster import FIRST_FACE_ID, GROUND_ID, SKY_ID, TWO_SIDED, Camera, Faces, Raster
 
 # materials
 (SKY, GROUND, FACADE, PLAIN, FOLIAGE, FENCE, WALL, CAR_SIDE, CAR_END, GLASS, WHEEL, PERSON, LIGHT, SIGN,

@@ -1,338 +1,32 @@
-"""Output sinks: where rendered frames go (a video file, a window, a directory of images, nowhere).
-
-Every sink takes ``write(frame, rendered)`` calls (``rendered`` is RGB uint8, H x W x 3) and is finalised by
-``close()``, which is idempotent; use them as context managers so they close on every path::
-
-    with Mp4Sink("out.mp4", fps=25, time_base=source.time_base, audio_from="clip.mp4") as sink:
-        for frame in frames:
-            sink.write(frame, render(frame))
-
-Bad output (unwritable path, unknown codec, no display) is reported as a one-line :class:`SinkError`, as early as
-possible: at construction, before any frame was processed.
-"""
+"""Video files (mp4, mov, mkv) that keep the source's timing and audio, written as ``<name>.partial`` and
+renamed when complete so that a failed run never leaves a broken file under the final name."""
 from __future__ import annotations
 
-import abc
 import contextlib
 import logging
 import os
-import re
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 
 import av
 import cv2
 import numpy as np
 
-from ..errors import SinkError
-from .frames import Frame
+from ...errors import SinkError
+from ..frames import Frame
+from ..media import error_reason, exact_rate
+from .base import Sink, check_rgb, writable_dir
+from .encoders import X264_FAMILY, parse_bitrate, video_codec
 
-__all__ = ["DisplaySink", "ImageDirSink", "Mp4Sink", "NullSink", "Sink", "display_available"]
+__all__ = ["CONTAINER_FORMATS", "Mp4Sink"]
 
 log = logging.getLogger(__name__)
 
 # container format per output suffix; the partial file's own suffix cannot tell FFmpeg what to write
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-_X264_FAMILY = frozenset({"libx264", "libx265"})  # encoders that take crf/preset
 _PARTIAL_SUFFIX = ".partial"
-_PROBE_TIMEOUT_S = 15.0
-_ESC = 27
-
-
-def _reason(e: BaseException) -> str:
-    """The human part of an OS/FFmpeg error, without the errno and file name decoration."""
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return str(text).strip().rstrip(".")
-
-
-def _writable_dir(directory: Path) -> str | None:
-    """Create ``directory`` (and its parents) if missing; why it cannot hold new files, or None."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"'{existing}' is not a directory"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return f"cannot create directory '{directory}': {_reason(e)}"
-    return None
-
-
-class Sink(abc.ABC):
-    """Takes rendered frames. ``stop_requested`` turns True when the user asked to quit (e.g. closed a window)."""
-
-    stop_requested: bool = False
-
-    @abc.abstractmethod
-    def write(self, frame: Frame, rendered: np.ndarray) -> None:
-        """Consume one rendered frame (RGB uint8, H x W x 3)."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Finalise the output. Idempotent."""
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:  # an error is already on its way out: finalise what we can without hiding it
-            self.close()
-        except SinkError as e:
-            log.warning("%s", e)
-
-
-def _check_rgb(rendered: np.ndarray) -> None:
-    if rendered.dtype != np.uint8 or rendered.ndim != 3 or rendered.shape[2] != 3:
-        raise ValueError(f"sinks take RGB uint8 H x W x 3 images, got {rendered.dtype} {rendered.shape}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# null
-# ---------------------------------------------------------------------------------------------------------------
-class NullSink(Sink):
-    """Discards frames (benchmarks, dry runs); counts them."""
-
-    def __init__(self) -> None:
-        self.frames_written = 0
-
-    def write(self, frame: Frame, rendered: np.ndarray) -> None:
-        self.frames_written += 1
-
-    def close(self) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# image directory
-# ---------------------------------------------------------------------------------------------------------------
-class ImageDirSink(Sink):
-    """One image file per frame: ``<frame.name stem>.<ext>`` for image sources, else ``<index:06d>.<ext>``."""
-
-    def __init__(self, directory: str | Path, ext: str = "png") -> None:
-        self.directory = Path(directory)
-        self.ext = ext.lower().lstrip(".")
-        self.frames_written = 0
-        if not cv2.haveImageWriter(f"probe.{self.ext}"):
-            raise SinkError(f"cannot write images to '{self.directory}': unknown image format '.{self.ext}'")
-        problem = _writable_dir(self.directory)
-        if problem is None:
-            try:  # permission bits are not the whole story (read-only mounts, root, ACLs): try it
-                with tempfile.TemporaryFile(dir=self.directory):
-                    pass
-            except OSError as e:
-                problem = _reason(e)
-        if problem is not None:
-            raise SinkError(f"cannot write images to '{self.directory}': {problem}")
-
-    def path_for(self, frame: Frame) -> Path:
-        stem = Path(frame.name).stem if frame.name else f"{frame.index:06d}"
-        return self.directory / f"{stem}.{self.ext}"
-
-    def write(self, frame: Frame, rendered: np.ndarray) -> None:
-        _check_rgb(rendered)
-        path = self.path_for(frame)
-        # cv2 stores BGR; imencode + write_bytes also copes with non-ASCII paths, which imwrite does not everywhere
-        ok, data = cv2.imencode(f".{self.ext}", cv2.cvtColor(rendered, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise SinkError(f"cannot encode frame {frame.index} as .{self.ext}")
-        try:
-            path.write_bytes(data.tobytes())
-        except OSError as e:
-            raise SinkError(f"cannot write '{path}': {_reason(e)}") from e
-        self.frames_written += 1
-
-    def close(self) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# display window
-# ---------------------------------------------------------------------------------------------------------------
-def _gui_backend() -> str:
-    """The GUI line of OpenCV's build information: 'QT5', 'GTK3', 'WIN32UI', 'COCOA', 'NONE', ..."""
-    match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    return match.group(1).upper() if match else "UNKNOWN"
-
-
-def _window_probe(timeout_s: float = _PROBE_TIMEOUT_S) -> str | None:
-    """Open and close a window in a child process; what went wrong, or None.
-
-    OpenCV's Qt/GTK backends abort the whole process when the X server cannot be reached (a stale $DISPLAY after an
-    ssh session, a container without the socket), which would kill the run and lose its output, so ask a throwaway
-    process first."""
-    code = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows(); cv2.waitKey(1)"
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return f"no answer within {timeout_s:.0f} s"
-    except OSError as e:
-        return f"cannot start a probe process: {_reason(e)}"
-    if done.returncode == 0:
-        return None
-    said = [line.strip() for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
-    return said[0][:160] if said else f"exit code {done.returncode}"
-
-
-def display_available(*, probe: bool = True) -> tuple[bool, str]:
-    """Whether a :class:`DisplaySink` can open a window here, and why not: ``(ok, reason)``.
-
-    ``probe`` (X11/Wayland only) tries a window in a child process, which costs about a second."""
-    if not hasattr(cv2, "imshow"):
-        return False, "OpenCV has no GUI functions (a headless build)"
-    backend = _gui_backend()
-    if backend == "NONE":
-        return False, "OpenCV was built without GUI support"
-    if sys.platform in ("win32", "darwin"):
-        return True, f"OpenCV GUI backend {backend}"
-    x11, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
-    if not x11 and not wayland:
-        return False, "no display ($DISPLAY is not set)"
-    if not x11 and backend.startswith("QT"):  # OpenCV's Qt wheels ship only the X11 (xcb) platform plugin
-        return False, "no X11 display ($DISPLAY is not set; OpenCV's Qt window needs X11 or XWayland)"
-    if probe:
-        problem = _window_probe()
-        if problem is not None:
-            where = f"display {x11!r}" if x11 else f"Wayland display {wayland!r}"
-            return False, f"cannot open a window on {where}: {problem}"
-    return True, f"OpenCV GUI backend {backend}"
-
-
-class DisplaySink(Sink):
-    """Shows frames in an OpenCV window. q or Esc, or closing the window, sets ``stop_requested``.
-
-    GUI toolkits want one thread: create, write to, poll and close it from the same (main) thread."""
-
-    def __init__(self, title: str = "segformer3d-rt", max_size: tuple[int, int] | None = (1280, 720)) -> None:
-        ok, reason = display_available()
-        if not ok:
-            raise SinkError(f"cannot show a window: {reason}")
-        self.title = title
-        self.max_size = max_size
-        self.stop_requested = False
-        self._shown = False
-        self._closed = False
-        try:
-            # frames arrive already fitted to max_size; GUI_NORMAL drops the Qt toolbar and status bar
-            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
-        except cv2.error as e:
-            raise SinkError(f"cannot open a window: {str(e).strip().splitlines()[-1]}") from e
-
-    def _fit(self, image: np.ndarray) -> np.ndarray:
-        if self.max_size is None:
-            return image
-        h, w = image.shape[:2]
-        scale = min(self.max_size[0] / w, self.max_size[1] / h)
-        if scale >= 1.0:
-            return image
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-    def write(self, frame: Frame, rendered: np.ndarray) -> None:
-        if self._closed or self.stop_requested:
-            return
-        _check_rgb(rendered)
-        cv2.imshow(self.title, cv2.cvtColor(self._fit(rendered), cv2.COLOR_RGB2BGR))
-        self._shown = True
-        self.poll()
-
-    def poll(self) -> None:
-        """Run the window's event loop once; call regularly even without new frames so it stays responsive."""
-        if self._closed:
-            return
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), ord("Q"), _ESC):
-            self.stop_requested = True
-        elif self._shown and self._window_gone():
-            self.stop_requested = True
-
-    def _window_gone(self) -> bool:
-        try:
-            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
-        except cv2.error:  # some backends raise once the window is destroyed
-            return True
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)  # let the toolkit process the destroy event
-        except cv2.error:
-            pass  # already closed by the user
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# mp4 (any FFmpeg container in CONTAINER_FORMATS)
-# ---------------------------------------------------------------------------------------------------------------
-def _h264_encoders() -> list[str]:
-    h264 = av.codec.Codec("h264", "r").id
-    names: list[str] = []
-    for name in sorted(av.codecs_available):
-        try:
-            codec = av.codec.Codec(name, "w")
-        except (ValueError, av.FFmpegError):
-            continue
-        if codec.id == h264 and codec.name not in names:
-            names.append(codec.name)
-    return names
-
-
-def _video_codec(name: str) -> av.codec.Codec:
-    try:
-        codec = av.codec.Codec(name, "w")
-    except (ValueError, av.FFmpegError):
-        codec = None
-    available = f"available H.264 encoders: {', '.join(_h264_encoders())}"
-    if codec is None:
-        raise SinkError(f"unknown video codec '{name}' ({available})")
-    if codec.type != "video":
-        raise SinkError(f"'{name}' is an {codec.type} codec, not a video encoder ({available})")
-    return codec
-
-
-def choose_encoder(requested: str, prefer_hardware: bool) -> tuple[str, str]:
-    """(encoder name, a line saying which is used and why). ``auto``: h264_nvenc when ``prefer_hardware``
-    (a CUDA run) and an NVENC session really opens, libx264 otherwise."""
-    if requested != "auto":
-        return requested, requested
-    if not prefer_hardware:
-        return "libx264", "libx264 (software)"
-    if "h264_nvenc" not in av.codecs_available:
-        return "libx264", "libx264 (software; this FFmpeg build has no h264_nvenc)"
-    try:  # the encoder exists in most wheels; opening it needs an NVIDIA driver and a free NVENC session
-        ctx = av.CodecContext.create("h264_nvenc", "w")
-        ctx.width, ctx.height, ctx.pix_fmt = 256, 128, "yuv420p"
-        ctx.time_base = Fraction(1, 25)
-        ctx.open()
-        ctx.close()
-    except (av.FFmpegError, OSError, ValueError) as e:
-        return "libx264", f"libx264 (software; h264_nvenc unavailable: {_reason(e)})"
-    return "h264_nvenc", "h264_nvenc (NVENC)"
-
-
-def _parse_bitrate(text: str) -> int:
-    """'4M', '2500k', '800000' -> bits per second."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bps|b)?\s*", text)
-    if not match:
-        raise SinkError(f"bad bitrate '{text}' (use e.g. 4M, 2500k or 800000)")
-    scale = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[match.group(2).lower()]
-    return int(float(match.group(1)) * scale)
-
-
-def _rate(fps: float) -> Fraction:
-    return Fraction(fps).limit_denominator(1_000_000)  # 29.97002997 -> 30000/1001
 
 
 class _VideoClock:
@@ -345,9 +39,9 @@ class _VideoClock:
         self.from_source = time_base is not None
         if time_base is not None:
             self.time_base = Fraction(time_base)
-            self.step = max(1, round(1 / (_rate(fps) * self.time_base))) if fps else 1
+            self.step = max(1, round(1 / (exact_rate(fps) * self.time_base))) if fps else 1
         else:
-            self.time_base = 1 / _rate(fps or 25.0)
+            self.time_base = 1 / exact_rate(fps or 25.0)
             self.step = 1
         self.last_pts: int | None = None
         self._warned = False
@@ -386,7 +80,7 @@ class _AudioCopy:
         try:
             self._input = av.open(self.path)
         except (av.FFmpegError, OSError) as e:
-            raise SinkError(f"cannot read audio from '{self.path}': {_reason(e)}") from e
+            raise SinkError(f"cannot read audio from '{self.path}': {error_reason(e)}") from e
         audio = self._input.streams.audio
         self.stream_in = audio[0] if audio else None
         video = self._input.streams.video
@@ -411,7 +105,7 @@ class _AudioCopy:
             else:
                 self._stream_out = out.add_stream(template=self.stream_in)
         except (ValueError, av.FFmpegError) as e:
-            log.warning("audio of '%s' not copied: %s", self.path, _reason(e))
+            log.warning("audio of '%s' not copied: %s", self.path, error_reason(e))
             return False
         self._out = out
         self.shift_s = shift_s
@@ -427,7 +121,7 @@ class _AudioCopy:
             try:
                 packet = next(self._packets, None)
             except (av.FFmpegError, OSError) as e:  # damaged audio must not cost the video
-                log.warning("audio copy from '%s' stopped: %s", self.path, _reason(e))
+                log.warning("audio copy from '%s' stopped: %s", self.path, error_reason(e))
                 packet = None
             if packet is None:
                 self._packets = None
@@ -489,11 +183,11 @@ class Mp4Sink(Sink):
         self.partial_path = self.path.with_name(self.path.name + _PARTIAL_SUFFIX)
         self.fps = fps
         self.frames_written = 0
-        self._codec = _video_codec(codec)
+        self._codec = video_codec(codec)
         self._pix_fmt = self._check_pix_fmt(pix_fmt)
         self._rgb_out = av.video.format.VideoFormat(pix_fmt).is_rgb  # e.g. libx264rgb: no YUV conversion
         self._color_range = 2 if pix_fmt.startswith("yuvj") else 1  # yuvj*: full (JPEG) range, else limited
-        self._bit_rate = _parse_bitrate(bitrate) if bitrate else None
+        self._bit_rate = parse_bitrate(bitrate) if bitrate else None
         self._options = self._codec_options(crf, preset, options)
         self._format = self._container_format()
         if not fps and time_base is None:
@@ -515,7 +209,7 @@ class Mp4Sink(Sink):
         except BaseException as e:
             self._discard()
             if isinstance(e, (av.FFmpegError, OSError)):
-                raise SinkError(f"cannot write '{self.path}': {_reason(e)}") from e
+                raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
             raise
 
     # -- construction-time checks ----------------------------------------------------------------------------
@@ -532,7 +226,7 @@ class Mp4Sink(Sink):
 
     def _codec_options(self, crf: int | None, preset: str | None, extra: dict[str, str] | None) -> dict[str, str]:
         opts: dict[str, str] = {}
-        if self._codec.name in _X264_FAMILY:  # other encoders name these differently or lack them
+        if self._codec.name in X264_FAMILY:  # other encoders name these differently or lack them
             if crf is not None and self._bit_rate is None:
                 opts["crf"] = str(crf)
             if preset:
@@ -551,13 +245,13 @@ class Mp4Sink(Sink):
         """Check the target can be written by creating the partial file now, before any frame is processed."""
         if self.path.is_dir():
             raise SinkError(f"cannot write '{self.path}': it is a directory")
-        problem = _writable_dir(self.path.parent)
+        problem = writable_dir(self.path.parent)
         if problem is None:
             try:  # FFmpeg only opens the file with the first packet; fail here instead
                 with open(self.partial_path, "wb"):
                     pass
             except OSError as e:
-                problem = _reason(e)
+                problem = error_reason(e)
         if problem is not None:
             raise SinkError(f"cannot write '{self.path}': {problem}")
 
@@ -567,7 +261,7 @@ class Mp4Sink(Sink):
         packet). Odd sizes are padded to even (4:2:0 chroma needs it): padding keeps every source pixel, the extra
         row/column repeats the border."""
         # average rate: fps; without it, the clock's own rate (constant mode) or the muxer's estimate
-        rate = _rate(self.fps) if self.fps else None if self._clock.from_source else 1 / self._clock.time_base
+        rate = exact_rate(self.fps) if self.fps else None if self._clock.from_source else 1 / self._clock.time_base
         stream = self._out.add_stream(self._codec.name, rate=rate, options=self._options)
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = self._pix_fmt
@@ -609,7 +303,7 @@ class Mp4Sink(Sink):
                               dst_color_range=self._color_range)
 
     def write(self, frame: Frame, rendered: np.ndarray) -> None:
-        _check_rgb(rendered)
+        check_rgb(rendered)
         with self._lock:
             if self._closed:
                 raise SinkError(f"cannot write '{self.path}': the file is already closed")
@@ -632,7 +326,7 @@ class Mp4Sink(Sink):
                     self._audio.pump(self._clock.seconds(pts))
             except (av.FFmpegError, OSError, ValueError) as e:
                 self._failed = True
-                raise SinkError(f"cannot write '{self.path}': {_reason(e)}") from e
+                raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
 
     # -- finishing ---------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -655,7 +349,7 @@ class Mp4Sink(Sink):
                 os.replace(self.partial_path, self.path)
             except (av.FFmpegError, OSError, ValueError) as e:
                 self._discard()
-                raise SinkError(f"cannot write '{self.path}': {_reason(e)}") from e
+                raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
             finally:
                 if self._audio is not None:
                     self._audio.close()
@@ -673,4 +367,4 @@ class Mp4Sink(Sink):
         try:
             self.partial_path.unlink(missing_ok=True)
         except OSError as e:
-            log.warning("cannot remove '%s': %s", self.partial_path, _reason(e))
+            log.warning("cannot remove '%s': %s", self.partial_path, error_reason(e))

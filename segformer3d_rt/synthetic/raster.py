@@ -84,7 +84,7 @@ class Faces:
     V: np.ndarray
     N: np.ndarray  # outward normal (back-face culling, lighting)
     cls: np.ndarray  # (n,) uint8 train id
-    mat: np.ndarray  # (n,) uint8 material (see synthetic_shade)
+    mat: np.ndarray  # (n,) uint8 material (see shade)
     flags: np.ndarray  # (n,) uint8
     col: np.ndarray  # (n, 3) float32 base colour
     col2: np.ndarray  # (n, 3) float32 secondary colour

@@ -1,0 +1,63 @@
+"""The :class:`Sink` interface and the checks every sink makes before it accepts a frame or a path."""
+from __future__ import annotations
+
+import abc
+import logging
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ...errors import SinkError
+from ..frames import Frame
+from ..media import error_reason
+
+__all__ = ["Sink", "check_rgb", "writable_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def writable_dir(directory: Path) -> str | None:
+    """Create ``directory`` (and its parents) if missing; why it cannot hold new files, or None."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"'{existing}' is not a directory"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create directory '{directory}': {error_reason(e)}"
+    return None
+
+
+class Sink(abc.ABC):
+    """Takes rendered frames. ``stop_requested`` turns True when the user asked to quit (e.g. closed a window)."""
+
+    stop_requested: bool = False
+
+    @abc.abstractmethod
+    def write(self, frame: Frame, rendered: np.ndarray) -> None:
+        """Consume one rendered frame (RGB uint8, H x W x 3)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finalise the output. Idempotent."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # an error is already on its way out: finalise what we can without hiding it
+            self.close()
+        except SinkError as e:
+            log.warning("%s", e)
+
+
+def check_rgb(rendered: np.ndarray) -> None:
+    if rendered.dtype != np.uint8 or rendered.ndim != 3 or rendered.shape[2] != 3:
+        raise ValueError(f"sinks take RGB uint8 H x W x 3 images, got {rendered.dtype} {rendered.shape}")
