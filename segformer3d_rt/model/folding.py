@@ -22,16 +22,11 @@ def _fold_head(head: AllMLPHead) -> tuple[list[torch.Tensor], torch.Tensor]:
     bn = head.bn
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias - bn.running_mean * scale
-    dim = head.fuse.weight.shape[0]
-    fuse = head.fuse.weight[:, :, 0, 0]  # dim x 4*dim, input order c4, c3, c2, c1
-    n = len(head.proj)
-    mats, bias = [], shift.clone()
-    for i, proj in enumerate(head.proj):
-        block = fuse[:, (n - 1 - i) * dim:(n - i) * dim]
-        w = proj.weight[:, :, 0, 0]
-        mats.append(scale[:, None] * (block @ w))
-        bias = bias + scale * (block @ proj.bias)
-    return mats, bias
+    mats, biases = head.linear_maps()  # fuse∘concat∘proj, folded as forward() evaluates it
+    bias = shift.clone()
+    for b in biases:
+        bias = bias + scale * b
+    return [scale[:, None] * m for m in mats], bias
 
 
 class FoldedHeads(nn.Module):

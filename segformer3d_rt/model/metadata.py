@@ -12,6 +12,9 @@ from typing import Any, Literal
 import torch
 
 from ..labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, default_class_names, default_palette  # noqa: F401
+from .segformer import DEFAULT_VARIANT, VARIANTS
+
+_DEFAULT = VARIANTS[DEFAULT_VARIANT]  # the sizes live in the variant table only
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,12 +72,12 @@ class DepthSpec:
 class ModelMeta:
     """Architecture plus everything a user of the outputs needs to know."""
 
-    variant: str = "b0"
-    embed_dims: tuple[int, ...] = (32, 64, 160, 256)
-    depths: tuple[int, ...] = (2, 2, 2, 2)
-    num_heads: tuple[int, ...] = (1, 2, 5, 8)
-    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
-    decoder_dim: int = 256
+    variant: str = DEFAULT_VARIANT
+    embed_dims: tuple[int, ...] = _DEFAULT.embed_dims
+    depths: tuple[int, ...] = _DEFAULT.depths
+    num_heads: tuple[int, ...] = _DEFAULT.num_heads
+    sr_ratios: tuple[int, ...] = _DEFAULT.sr_ratios
+    decoder_dim: int = _DEFAULT.decoder_dim
     class_names: tuple[str, ...] = CITYSCAPES_CLASSES
     palette: tuple[tuple[int, int, int], ...] = CITYSCAPES_PALETTE
     mean: tuple[float, float, float] = IMAGENET_MEAN

@@ -8,23 +8,32 @@ input size belongs to post-processing.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from torch import nn
 
-from .metadata import ModelMeta, default_class_names, default_palette
+from ..labels import default_class_names, default_palette
+
+if TYPE_CHECKING:  # metadata takes its defaults from VARIANTS below, so it imports this module
+    from .metadata import ModelMeta
 
 
 @dataclass(frozen=True)
 class Variant:
+    """One paper size: the only place model sizes are written down (ModelMeta's defaults are B0's)."""
+
     embed_dims: tuple[int, int, int, int]
     depths: tuple[int, int, int, int]
     decoder_dim: int
+    num_heads: tuple[int, int, int, int] = (1, 2, 5, 8)  # the same in every paper size
+    sr_ratios: tuple[int, int, int, int] = (8, 4, 2, 1)
 
 
 # SegFormer paper (arXiv 2105.15203), Table 6 / official configs. Heads 1/2/5/8, SR 8/4/2/1 throughout.
+DEFAULT_VARIANT = "b0"
 VARIANTS: dict[str, Variant] = {
     "b0": Variant((32, 64, 160, 256), (2, 2, 2, 2), 256),
     "b1": Variant((64, 128, 320, 512), (2, 2, 2, 2), 256),
@@ -33,8 +42,6 @@ VARIANTS: dict[str, Variant] = {
     "b4": Variant((64, 128, 320, 512), (3, 8, 27, 3), 768),
     "b5": Variant((64, 128, 320, 512), (3, 6, 40, 3), 768),
 }
-NUM_HEADS = (1, 2, 5, 8)
-SR_RATIOS = (8, 4, 2, 1)
 
 
 def variant_name(embed_dims: tuple[int, ...], depths: tuple[int, ...]) -> str:
@@ -65,23 +72,33 @@ class AllMLPHead(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.pred = nn.Conv2d(dim, out_channels, 1)
 
+    def linear_maps(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """fuse(concat(proj_i)) as per-stage matrices fuse_i @ proj_i (dim x C_i) and biases fuse_i @ b_i (dim).
+
+        The one place the decoder's linear part is folded: forward() applies it, folding.py adds BatchNorm.
+        """
+        n, dim = len(self.proj), self.fuse.out_channels
+        fuse = self.fuse.weight[:, :, 0, 0]  # dim x n*dim, input order c4, c3, c2, c1
+        mats, biases = [], []
+        for i, p in enumerate(self.proj):
+            block = fuse[:, (n - 1 - i) * dim:(n - i) * dim]
+            mats.append(block @ p.weight[:, :, 0, 0])
+            biases.append(block @ p.bias)
+        return mats, biases
+
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         # fuse(concat(upsample(proj_i(f_i)))) computed as sum_i upsample((fuse_i @ proj_i)(f_i)): the same
         # function (upsampling is linear with weights summing to 1, so it commutes with 1x1 convs and biases),
         # but no 4*dim-channel tensor is built at stride 4. Training runs about 2x faster on CPU.
         size = feats[0].shape[2:]
-        n, dim = len(self.proj), self.fuse.out_channels
-        fuse = self.fuse.weight[:, :, 0, 0]  # dim x n*dim, input order c4, c3, c2, c1
-        x, bias = None, None
-        for i, (p, f) in enumerate(zip(self.proj, feats)):
-            block = fuse[:, (n - 1 - i) * dim:(n - i) * dim]
-            y = F.conv2d(f, (block @ p.weight[:, :, 0, 0])[:, :, None, None])
+        mats, biases = self.linear_maps()
+        x = None
+        for i, (m, f) in enumerate(zip(mats, feats)):
+            y = F.conv2d(f, m[:, :, None, None])
             if i:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             x = y if x is None else x + y
-            b = block @ p.bias
-            bias = b if bias is None else bias + b
-        x = x + bias[None, :, None, None]
+        x = x + sum(biases[1:], biases[0])[None, :, None, None]
         return self.pred(self.drop(F.relu(self.bn(x))))
 
 
@@ -129,7 +146,7 @@ class SegFormer3D(nn.Module):
 
 
 def build_model(
-    variant: str = "b0",
+    variant: str = DEFAULT_VARIANT,
     num_classes: int = 19,
     depth: bool = True,
     decoder_dim: int | None = None,
@@ -141,6 +158,8 @@ def build_model(
     Segformer3D used 256 with B3. Pass ``meta`` to take everything from existing metadata instead.
     """
     if meta is None:
+        from .metadata import ModelMeta  # here, not at the top: metadata imports this module
+
         key = variant.lower()
         if key not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -151,6 +170,8 @@ def build_model(
             variant=key,
             embed_dims=v.embed_dims,
             depths=v.depths,
+            num_heads=v.num_heads,
+            sr_ratios=v.sr_ratios,
             decoder_dim=decoder_dim or v.decoder_dim,
             class_names=default_class_names(num_classes),
             palette=default_palette(num_classes),
