@@ -2,6 +2,10 @@
 
 A rich live view (progress bar with ETA for files, stage table) on a terminal; plain log lines
 every few seconds otherwise (CI logs, pipes); nothing with progress="none".
+
+The live view pulls: ``Dashboard`` is a rich renderable whose ``__rich__`` reads a snapshot of the
+stats, and ``rich.live.Live`` renders it from its own thread at ``refresh_per_second``. Nothing is
+done for the view per frame, and a snapshot costs the same however long the run has been going.
 """
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ def stage_table(snap: dict[str, Any], title: str | None = None) -> Table:
             t.add_row(name, _ms(s["p50"]), _ms(s["p95"]), _ms(s["p99"]), _ms(s["max"]))
     e2e = snap["latency_ms"]["capture_to_output"]
     t.add_row("[bold]capture→output[/]", _ms(e2e["p50"]), _ms(e2e["p95"]), _ms(e2e["p99"]), _ms(e2e["max"]))
+    gaps = snap.get("frame_interval_ms")
+    if gaps and gaps["count"]:
+        t.add_row("[dim]output interval[/]", _ms(gaps["p50"]), _ms(gaps["p95"]), _ms(gaps["p99"]), _ms(gaps["max"]))
     return t
 
 
@@ -49,6 +56,14 @@ def counts_line(snap: dict[str, Any]) -> str:
 
 
 class Dashboard:
+    """The live view of a run; ``with dashboard:`` shows it (rich mode) until the block ends.
+
+    Rendering it (``console.print(dashboard)``, or ``Live(dashboard)`` refreshing) always shows the
+    current stats; ``update()`` is only needed for the plain mode's periodic log line.
+    """
+
+    REFRESH_PER_SECOND = 4
+
     def __init__(self, stats: PipelineStats, mode: str, total: int | None, source_fps: float | None,
                  description: str, console: Console | None = None) -> None:
         self.stats = stats
@@ -71,11 +86,13 @@ class Dashboard:
             self.console.print(f"[bold]source[/]: {self.description}" if self.mode == "rich"
                                else f"source: {self.description}", highlight=False)
         if self.mode == "rich":
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+            # Live's refresh thread renders ``self`` (i.e. calls __rich__) at its own pace
+            self._live = Live(self, console=self.console, refresh_per_second=self.REFRESH_PER_SECOND,
+                              transient=True)
             self._live.__enter__()
         return self
 
-    def _render(self) -> Group:
+    def __rich__(self) -> Group:
         snap = self.stats.snapshot(self.source_fps)
         fps = snap["throughput_fps"]
         self._progress.update(self._task, completed=snap["frames"]["out"],
@@ -83,9 +100,8 @@ class Dashboard:
         return Group(self._progress, stage_table(snap), counts_line(snap))
 
     def update(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
-        elif self.mode == "plain" and time.perf_counter() - self._last_plain >= 5.0:
+        """Plain mode: a log line every 5 s. Rich mode: nothing to do, Live pulls the view itself."""
+        if self.mode == "plain" and time.perf_counter() - self._last_plain >= 5.0:
             self._last_plain = time.perf_counter()
             snap = self.stats.snapshot(self.source_fps)
             e2e = snap["latency_ms"]["capture_to_output"]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..model import SegFormer3D
 from ..model.folding import fold
+from .cache import LRUCache
 from .postprocess import upsample_argmax
 
 
@@ -60,8 +61,8 @@ class CudaGraphRunner:
     """A static-shape CUDA graph of ``fn``: each call copies the input into place and replays.
 
     Kernel launches dominate small SegFormers (B0 is launch-bound on big GPUs), which a graph
-    removes. The caller keeps one runner per input shape and builds a new one only when the
-    shape changes.
+    removes. The caller keeps one runner per input shape (InferenceEngine: a bounded LRU cache)
+    and builds a new one only for a shape it does not hold.
     """
 
     def __init__(self, fn, example: torch.Tensor, warmup: int = 3) -> None:
@@ -100,37 +101,44 @@ class InferenceEngine:
         if self.cuda_graphs and device.type != "cuda":
             raise UserError("CUDA graphs need a CUDA device")
         self.keep_on_device = keep_on_device  # GPU rendering: outputs stay where they were computed
-        self._graphs: dict[tuple, CudaGraphRunner] = {}
+        # (input shape, model input size) -> graph. 8: a video or camera needs one, plus one for a file's last
+        # short batch; an image folder of mixed sizes a few more. Each graph holds its own memory pool (the
+        # activations of its shape), so the bound caps GPU memory; an evicted graph is just dropped (its
+        # outputs were cloned, nothing else refers to it) and rebuilt if its shape comes back.
+        self._graphs: LRUCache[tuple, CudaGraphRunner] = LRUCache(8)
         self.mean = torch.tensor(self.meta.mean, device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(self.meta.std, device=device).view(1, 3, 1, 1) * 255.0
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self._pinned: dict[tuple, list[list]] = {}  # (shape, dtype) -> two [pinned buffer, last copy's event]
+        # (shape, dtype) -> two [pinned buffer, last copy's event]. 4 shapes: a run uses one or two (full and
+        # last batch); page-locked host memory is scarce (two full-resolution batches per entry). An evicted
+        # pair is just dropped: torch's pinned allocator keeps a block until the copies recorded on it finish.
+        self._pinned: LRUCache[tuple, list[list]] = LRUCache(4)
 
-    def _staging(self, images: torch.Tensor) -> torch.Tensor:
-        """The next of two reusable pinned buffers of this shape, once its previous copy has finished."""
-        key = (tuple(images.shape), images.dtype)
-        if key not in self._pinned:
-            self._pinned[key] = [[torch.empty(images.shape, dtype=images.dtype, pin_memory=True), None]
-                                 for _ in range(2)]
-        ring = self._pinned[key]
+    def _staging(self, images: torch.Tensor) -> list:
+        """The next of two reusable pinned buffers of this shape, once its previous copy has finished:
+        its slot ``[buffer, event]``, whose event the caller sets to the new copy's."""
+        ring = self._pinned.get_or_create(
+            (tuple(images.shape), images.dtype),
+            lambda: [[torch.empty(images.shape, dtype=images.dtype, pin_memory=True), None] for _ in range(2)])
         ring.append(ring.pop(0))
-        buf, done = ring[-1]
-        if done is not None:
-            done.synchronize()  # its last upload must have left before we overwrite it
-        return buf
+        slot = ring[-1]
+        if slot[1] is not None:
+            slot[1].synchronize()  # its last upload must have left before we overwrite it
+        return slot
 
     def upload(self, images: torch.Tensor) -> DeviceBatch:
         """Start copying a host batch to the device: on CUDA through a reusable pinned buffer on the side
         stream, so the copy overlaps whatever the compute stream is doing (the previous batch)."""
         if self.copy_stream is None:
             return DeviceBatch(images.to(self.device))
-        buf = self._staging(images)
+        slot = self._staging(images)
+        buf = slot[0]
         buf.copy_(images)
         with torch.cuda.stream(self.copy_stream):
             dev = buf.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(self.copy_stream)
-        self._pinned[(tuple(images.shape), images.dtype)][-1][1] = ready
+        slot[1] = ready
         # the caching allocator must not recycle this memory while the compute stream still uses it
         dev.record_stream(torch.cuda.current_stream(self.device))
         return DeviceBatch(dev, ready)
@@ -159,10 +167,10 @@ class InferenceEngine:
         if batch.ready is not None:
             torch.cuda.current_stream(self.device).wait_event(batch.ready)
         if self.cuda_graphs:
-            key = (tuple(batch.images.shape), size)
-            if key not in self._graphs:  # built once per input shape
-                self._graphs[key] = CudaGraphRunner(lambda t: self._compute(t, size), batch.images)
-            classes, depth = self._graphs[key](batch.images)
+            graph = self._graphs.get_or_create(  # built once per input shape (while it stays cached)
+                (tuple(batch.images.shape), size),
+                lambda: CudaGraphRunner(lambda t: self._compute(t, size), batch.images))
+            classes, depth = graph(batch.images)
             classes, depth = classes.clone(), (depth.clone() if depth is not None else None)
         else:
             classes, depth = self._compute(batch.images, size)

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import torch
 
+from .cache import LRUCache
 from .frames import Frame
 
 
@@ -45,12 +46,21 @@ class Preprocessor:
     def __init__(self, box_hw: tuple[int, int], resize_on_device: bool = False) -> None:
         self.box_hw = box_hw
         self.resize_on_device = resize_on_device
-        self._size_for: dict[tuple[int, int], tuple[int, int]] = {}
+        # Frame size -> model input size. 64: a camera or a video has one frame size, an image folder a
+        # handful; the entries are two small tuples, and a miss costs a few multiplications, so the bound
+        # only matters for endless streams of new sizes.
+        self._size_for: LRUCache[tuple[int, int], tuple[int, int]] = LRUCache(64)
+        # Model input sizes used (the stats report lists them). Bounded by the box, not the run: one side
+        # is always the box's, rounded, so there are at most box_h / 32 + box_w / 32 of them.
+        self.sizes_seen: set[tuple[int, int]] = set()
 
     def input_size(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
-        if frame_hw not in self._size_for:
-            self._size_for[frame_hw] = model_input_size(frame_hw, self.box_hw)
-        return self._size_for[frame_hw]
+        size = self._size_for.get(frame_hw)
+        if size is None:
+            size = model_input_size(frame_hw, self.box_hw)
+            self._size_for[frame_hw] = size
+            self.sizes_seen.add(size)
+        return size
 
     def __call__(self, frame: Frame) -> torch.Tensor:
         h, w = self.input_size((frame.height, frame.width))

@@ -16,13 +16,14 @@ Conventions shared by both back ends (kept identical so that they agree to a lev
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import cv2
 import numpy as np
+
+from .cache import LRUCache
 
 VIEWS = ("overlay", "seg", "depth", "side-by-side", "grid")
 
@@ -160,13 +161,21 @@ def resize_nearest(ids: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.take(np.take(ids, nearest_indices(h, hw[0]), axis=0), nearest_indices(w, hw[1]), axis=1)
 
 
-@functools.lru_cache(maxsize=16)
+# (source size, output size) -> cv2.remap tables. 8: a run enlarges one or two map sizes (class map,
+# depth map) to one frame size, an image folder a few more; each entry is two float32 planes of the
+# output (16 MB at 1080p), so 8 caps them at ~130 MB.
+_NEAREST_MAPS: LRUCache[tuple, tuple[np.ndarray, np.ndarray]] = LRUCache(8)
+
+
 def _nearest_maps(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    ys = nearest_indices(src_hw[0], dst_hw[0]).astype(np.float32)
-    xs = nearest_indices(src_hw[1], dst_hw[1]).astype(np.float32)
-    map_x = np.ascontiguousarray(np.broadcast_to(xs[None, :], dst_hw))
-    map_y = np.ascontiguousarray(np.broadcast_to(ys[:, None], dst_hw))
-    return map_x, map_y
+    def build() -> tuple[np.ndarray, np.ndarray]:
+        ys = nearest_indices(src_hw[0], dst_hw[0]).astype(np.float32)
+        xs = nearest_indices(src_hw[1], dst_hw[1]).astype(np.float32)
+        map_x = np.ascontiguousarray(np.broadcast_to(xs[None, :], dst_hw))
+        map_y = np.ascontiguousarray(np.broadcast_to(ys[:, None], dst_hw))
+        return map_x, map_y
+
+    return _NEAREST_MAPS.get_or_create((tuple(src_hw), tuple(dst_hw)), build)
 
 
 def enlarge_nearest(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Latency and throughput bookkeeping, shared by the stage threads (one lock, cheap appends)."""
+"""Latency and throughput bookkeeping, shared by the stage threads (one lock, O(1) updates).
+
+Memory is fixed however long a run lasts: every per-frame figure (stage times, capture-to-output
+latency, intervals between outputs) goes into a ``LogHistogram`` (exact count/sum/min/max, percentiles
+within 0.5% of numpy's), and only the HUD's recent window is kept as values, in rings of fixed length.
+``summarise``/``throughput`` remain the exact versions for a finite list (bench, tests).
+"""
 from __future__ import annotations
 
 import threading
@@ -7,11 +13,13 @@ from collections import defaultdict, deque
 
 import numpy as np
 
+from .histogram import LogHistogram
+
 STAGES = ("decode", "preprocess", "inference", "render", "sink")
 
 
 def summarise(values_s: list[float] | np.ndarray) -> dict[str, float | int | None]:
-    """p50/p95/p99/max/mean in milliseconds."""
+    """p50/p95/p99/max/mean in milliseconds, exact, of a finite list (``LogHistogram.summary`` for streams)."""
     a = np.asarray(values_s, dtype=np.float64) * 1000.0
     if a.size == 0:
         return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
@@ -29,25 +37,35 @@ def throughput(times: list[float] | np.ndarray) -> float | None:
 
 
 class PipelineStats:
-    """Per-stage durations, capture-to-output latency, counts. Thread-safe."""
+    """Per-stage durations, capture-to-output latency, counts. Thread-safe; fixed memory.
+
+    ``snapshot`` costs the same after a minute or a day (a few cumulative sums over ~2,500 buckets per
+    figure), so a dashboard can call it at its own refresh rate.
+    """
 
     def __init__(self, window: int = 120) -> None:
         self._lock = threading.Lock()
-        self.stage_s: dict[str, list[float]] = defaultdict(list)
-        self.latency_s: list[float] = []
-        self.out_times: list[float] = []
+        self.stages: dict[str, LogHistogram] = {}  # one per stage name: a fixed, small set (STAGES)
+        self.latency = LogHistogram()  # capture -> output, seconds
+        self.intervals = LogHistogram()  # between consecutive outputs, seconds
         self.frames_in = 0
         self.frames_out = 0
-        self.dropped: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, int] = defaultdict(int)  # keyed by queue name: a fixed, small set
         self.reconnects = 0
         self.t_start = time.perf_counter()
+        self._first_out: float | None = None
+        self._last_out: float | None = None
+        # the HUD's recent window: rings of fixed length
         self._recent_out: deque[float] = deque(maxlen=window)
         self._recent_lat: deque[float] = deque(maxlen=window)
 
     def add_stage(self, stage: str, seconds: float, frames: int = 1) -> None:
         """A stage's time per frame; a batch of n frames counts its time once per frame."""
         with self._lock:
-            self.stage_s[stage].extend([seconds] * frames)
+            h = self.stages.get(stage)
+            if h is None:
+                h = self.stages[stage] = LogHistogram()
+            h.add(seconds, frames)
 
     def frame_in(self) -> None:
         with self._lock:
@@ -61,8 +79,12 @@ class PipelineStats:
         t_out = time.perf_counter() if t_out is None else t_out
         with self._lock:
             self.frames_out += 1
-            self.out_times.append(t_out)
-            self.latency_s.append(t_out - t_capture)
+            if self._last_out is not None:
+                self.intervals.add(t_out - self._last_out)
+            else:
+                self._first_out = t_out
+            self._last_out = t_out
+            self.latency.add(t_out - t_capture)
             self._recent_out.append(t_out)
             self._recent_lat.append(t_out - t_capture)
 
@@ -74,24 +96,43 @@ class PipelineStats:
         lat = float(np.median(lats)) * 1000.0 if lats else None
         return fps, lat
 
+    def recent_latencies(self) -> list[float]:
+        """Capture-to-output latencies (seconds) of the last ``window`` outputs, oldest first."""
+        with self._lock:
+            return list(self._recent_lat)
+
     @property
     def dropped_total(self) -> int:
         with self._lock:
             return sum(self.dropped.values())
 
-    def snapshot(self, source_fps: float | None = None) -> dict:
+    def throughput_fps(self) -> float | None:
+        """(frames_out - 1) / (t_last_out - t_first_out), exact, from the first and last output times."""
         with self._lock:
-            stages = {k: summarise(v) for k, v in self.stage_s.items()}
-            lat = summarise(self.latency_s)
-            fps = throughput(self.out_times)
-            elapsed = (self.out_times[-1] if self.out_times else time.perf_counter()) - self.t_start
-            return {
-                "frames": {"in": self.frames_in, "out": self.frames_out,
-                           "dropped": sum(self.dropped.values()), "dropped_by_stage": dict(self.dropped)},
-                "reconnects": self.reconnects,
-                "elapsed_s": elapsed,
-                "throughput_fps": fps,
-                "realtime_factor": (fps / source_fps) if (fps and source_fps) else None,
-                "latency_ms": {"capture_to_output": lat,
-                               "stages": {k: stages[k] for k in STAGES if k in stages}},
-            }
+            return self._throughput()
+
+    def _throughput(self) -> float | None:  # lock held
+        if self.frames_out < 2 or self._first_out is None or self._last_out is None:
+            return None
+        span = self._last_out - self._first_out
+        return (self.frames_out - 1) / span if span > 0 else None
+
+    def snapshot(self, source_fps: float | None = None) -> dict:
+        with self._lock:  # copy the fixed-size state; summarise outside the lock
+            stages = {k: h.copy() for k, h in self.stages.items()}
+            lat, gaps = self.latency.copy(), self.intervals.copy()
+            fps = self._throughput()
+            elapsed = (self._last_out if self._last_out is not None else time.perf_counter()) - self.t_start
+            frames = {"in": self.frames_in, "out": self.frames_out,
+                      "dropped": sum(self.dropped.values()), "dropped_by_stage": dict(self.dropped)}
+            reconnects = self.reconnects
+        return {
+            "frames": frames,
+            "reconnects": reconnects,
+            "elapsed_s": elapsed,
+            "throughput_fps": fps,
+            "realtime_factor": (fps / source_fps) if (fps and source_fps) else None,
+            "latency_ms": {"capture_to_output": lat.summary(),
+                           "stages": {k: stages[k].summary() for k in STAGES if k in stages}},
+            "frame_interval_ms": gaps.summary(),
+        }
