@@ -306,7 +306,9 @@ def train(cfg: TrainConfig) -> Path:
     except OSError as e:
         raise UserError(f"cannot create output directory '{out}': {e.strerror}") from None
     if cfg.resume:
-        state = torch.load(_resume_path(cfg.resume), map_location=device, weights_only=True)
+        # onto the CPU: torch.set_rng_state takes only a CPU ByteTensor (map_location=cuda would move it there);
+        # load_state_dict copies weights and optimizer state onto the parameters' device itself
+        state = torch.load(_resume_path(cfg.resume), map_location="cpu", weights_only=True)
         load_state_strict(model, state["model"], f"resume state '{cfg.resume}'")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -38,6 +38,18 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path):
     assert any(not torch.equal(wa[k], _weights(d)[k]) for k in wa)
 
 
+@pytest.mark.cuda
+def test_resume_on_cuda_continues_exactly(tmp_path):
+    """The saved RNG state is a CPU tensor; resuming a CUDA run must not move it to the GPU."""
+    kw = dict(TINY, device="cuda", amp=False)
+    a = train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "a"), steps=4, seed=3, **kw))
+    train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "c"), steps=2, seed=3, **kw))
+    c = train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "c"), steps=4, seed=3,
+                          resume=str(tmp_path / "c"), **kw))
+    wa, wc = _weights(a), _weights(c)
+    assert max((wa[k].float() - wc[k].float()).abs().max().item() for k in wa) < 1e-4
+
+
 def test_depth_head_only_mode_really_freezes_encoder_and_seg_head(tmp_path):
     init = tmp_path / "init"
     start = train(TrainConfig(data="synthetic:size=64x128", out=str(init), steps=1, seed=0, **TINY))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The recipe of the bundled default weights and sample clip (see MODEL_CARD.md). Run from the repository root
 # in the project's environment, with the shared data beside it (DATA=../shared/data by default). CPU only:
-# about 100 minutes on 2 cores for step 1; on a GPU add nothing, it is picked up (--device auto).
+# about 60 minutes on 2 idle cores for step 1 (longer when the machine is shared); on a GPU add nothing, it is picked up (--device auto).
 # `bash weights/recipe.sh` runs every step; `bash weights/recipe.sh 2` starts at step 2 (after a training run).
 set -euo pipefail
 RUN=${RUN:-runs/b0-roads}
@@ -16,7 +16,7 @@ export MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_MMAP_THRESHOLD_=33554432
 #    start) on a mix: the procedural world (seg + depth, whole 128x256 frames: a pixel's height in the frame is
 #    the strongest depth cue, cropping hides it) and CamVid train (seg only, its labels as sets of Cityscapes
 #    classes; zoom 0.5-1.25, 256x320 crops, flips, colour, blur, noise; rare labels weighted up). Sky pixels
-#    are taught as far (100 m) in both. 4500 steps of 8, 40% synthetic, 60% CamVid.
+#    are taught as far (100 m) in both. 2500 steps of 8, 40% synthetic, 60% CamVid.
 if [ "$FROM" -le 1 ]; then
   INIT=${INIT:-runs/b0-synthetic.safetensors}
   mkdir -p runs
@@ -24,8 +24,8 @@ if [ "$FROM" -le 1 ]; then
   segformer3d-rt train --init "$INIT" \
     --data synthetic:size=128x256,crop=128x256,scale=1-1,weight=2 \
     --data "camvid:$DATA/camvid,split=train,weight=3" --crop 256x320 --scale 0.5,1.25 \
-    --input-size 288x512 --steps 4500 --batch-size 8 --lr 6e-4 --warmup 100 --depth-loss log-l1 \
-    --balance 0.5 --sky-depth 100 --seed 0 --threads 2 --workers 1 --save-every 250 --log-every 50 \
+    --input-size 288x512 --steps 2500 --batch-size 8 --lr 6e-4 --warmup 100 --depth-loss log-l1 \
+    --balance 0.5 --sky-depth 100 --seed 0 --threads "${THREADS:-2}" --workers 1 --save-every 250 --log-every 50 \
     --progress plain --out "$RUN"
 fi
 

@@ -257,7 +257,7 @@ def _error_line(pipeline: Pipeline, close_error: UserError | None) -> tuple[str,
 def _report(cfg: RunConfig, snap: dict, source: Any, weights: str, model: SegFormer3D, device: torch.device,
             dtype: torch.dtype | None, box: tuple[int, int], outputs: list[str], live: bool, pipeline: Pipeline,
             error: tuple[str, int] | None) -> dict[str, Any]:
-    sizes = sorted({str(s) for s in pipeline.p.preprocess._size_for.values()})
+    sizes = sorted({str(s) for s in pipeline.p.preprocess.sizes_seen})
     return {
         "version": __version__,
         "source": {"spec": cfg.source, "description": source.description, "fps": source.fps,

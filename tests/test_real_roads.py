@@ -1,0 +1,276 @@
+"""Real streets: CamVid and KITTI readers on the real files, the set loss, eval's grouping, mixed training."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segformer3d_rt.data.datasets import CamVidDataset, KittiDepthDataset
+from segformer3d_rt.data.registry import open_dataset
+from segformer3d_rt.errors import UserError
+from segformer3d_rt.evaluate import evaluate, median_scaled
+from segformer3d_rt.labels import CAMVID, CITYSCAPES_CLASSES, IGNORE
+from segformer3d_rt.losses import seg_loss, set_loss
+from segformer3d_rt.model.metadata import ModelMeta
+from segformer3d_rt.train import TrainConfig, balanced_weights, sampling_plan, train
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CAMVID_DIR = SHARED / "camvid"
+KITTI_DIR = SHARED / "depth_samples" / "kitti"
+needs_camvid = pytest.mark.skipif(not CAMVID_DIR.is_dir(), reason=f"real CamVid frames not found at {CAMVID_DIR}")
+needs_kitti = pytest.mark.skipif(not KITTI_DIR.is_dir(), reason=f"real KITTI frame not found at {KITTI_DIR}")
+CS = {n: i for i, n in enumerate(CITYSCAPES_CLASSES)}
+
+
+# ------------------------------------------------------------------ the label table
+
+def test_every_cityscapes_class_belongs_to_exactly_one_camvid_class():
+    m = CAMVID.membership(CITYSCAPES_CLASSES)
+    assert m.shape == (11, 19)
+    assert (m.sum(0) == 1).all()  # the README's grouping: each of the 19 classes in exactly one group
+    lut = CAMVID.group_lut(CITYSCAPES_CLASSES)
+    assert [CAMVID.names[lut[CS[c]]] for c in ("truck", "bus", "train", "car")] == ["car"] * 4
+    assert [CAMVID.names[lut[CS[c]]] for c in ("rider", "motorcycle", "bicycle")] == ["bicyclist"] * 3
+    assert CAMVID.names[lut[CS["terrain"]]] == "tree" and CAMVID.names[lut[CS["wall"]]] == "building"
+    assert CAMVID.names[lut[CS["traffic light"]]] == "sign-symbol"
+
+
+def test_a_model_without_the_classes_cannot_be_grouped():
+    with pytest.raises(ValueError, match="no class"):
+        CAMVID.membership(tuple(f"class {i}" for i in range(19)))
+
+
+# ------------------------------------------------------------------ readers on the real files
+
+@needs_camvid
+def test_camvid_reader_on_the_real_files():
+    train, val = CamVidDataset(CAMVID_DIR, "train"), CamVidDataset(CAMVID_DIR, "val")
+    assert (len(train), len(val)) == (367, 101)  # the SegNet split the README describes
+    s = val[0]
+    assert s.image.shape == (360, 480, 3) and s.image.dtype == np.uint8
+    assert s.labels.shape == (360, 480) and s.label_space is CAMVID
+    raw = cv2.imread(str(CAMVID_DIR / "valannot" / f"{s.name}.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(s.labels == IGNORE, raw == 11)  # void -> ignore, nothing else
+    assert np.array_equal(s.labels[raw != 11], raw[raw != 11])  # ids kept as they are
+    # pixel shares of the README (train): road 31.7%, sky 16.9%, bicyclist 0.3%
+    counts = train.label_histogram()
+    share = counts / (counts.sum() / (1 - 0.040))  # the README's shares include 4.0% void
+    assert share[3] == pytest.approx(0.317, abs=0.002) and share[0] == pytest.approx(0.169, abs=0.002)
+    assert share[10] == pytest.approx(0.003, abs=0.001)
+
+
+@needs_camvid
+def test_camvid_spec_and_split():
+    assert len(open_dataset(f"camvid:{CAMVID_DIR},split=train", "val")) == 367
+    assert len(open_dataset(f"camvid:{CAMVID_DIR}", "val")) == 101
+    with pytest.raises(UserError, match="split"):
+        open_dataset(f"camvid:{CAMVID_DIR},split=nope")
+    with pytest.raises(UserError, match="unknown camvid dataset option"):
+        open_dataset(f"camvid:{CAMVID_DIR},colour=1")
+
+
+def test_camvid_rejects_bad_label_ids(tmp_path):
+    (tmp_path / "val").mkdir()
+    (tmp_path / "valannot").mkdir()
+    cv2.imwrite(str(tmp_path / "val" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "valannot" / "a.png"), np.full((8, 8), 40, np.uint8))
+    with pytest.raises(UserError, match="label id 40"):
+        CamVidDataset(tmp_path, "val")[0]
+
+
+@needs_kitti
+def test_kitti_reader_on_the_real_frame():
+    data = open_dataset(f"kitti:{KITTI_DIR}")
+    assert isinstance(data, KittiDepthDataset) and len(data) == 1
+    s = data[0]
+    assert s.image.shape == (375, 1242, 3) and s.labels is None
+    valid = s.depth > 0
+    # SOURCES.md: 17144 valid pixels, 2.61..76.58 m (metres = value / 256)
+    assert int(valid.sum()) == 17144
+    assert s.depth[valid].min() == pytest.approx(2.61, abs=0.01)
+    assert s.depth[valid].max() == pytest.approx(76.58, abs=0.01)
+
+
+def test_kitti_depth_completion_layout(tmp_path):
+    (tmp_path / "image").mkdir()
+    (tmp_path / "groundtruth_depth").mkdir()
+    cv2.imwrite(str(tmp_path / "image" / "d_image_02.png"), np.zeros((4, 6, 3), np.uint8))
+    gt = np.zeros((4, 6), np.uint16)
+    gt[1, 2] = 256 * 10
+    cv2.imwrite(str(tmp_path / "groundtruth_depth" / "d_groundtruth_depth_02.png"), gt)
+    s = KittiDepthDataset(tmp_path)[0]
+    assert s.depth[1, 2] == 10.0 and (s.depth > 0).sum() == 1
+
+
+def test_kitti_folder_without_depth_is_one_clear_error(tmp_path):
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((4, 6, 3), np.uint8))
+    with pytest.raises(UserError, match="no frame with a KITTI depth PNG"):
+        KittiDepthDataset(tmp_path)
+
+
+# ------------------------------------------------------------------ the set loss
+
+def _logits_for(cls: int, h: int = 4, w: int = 4, confidence: float = 30.0) -> torch.Tensor:
+    logits = torch.zeros(1, 19, h, w)
+    logits[:, cls] = confidence
+    return logits
+
+
+def test_car_pixel_costs_nothing_when_the_model_says_truck():
+    m = torch.from_numpy(CAMVID.membership(CITYSCAPES_CLASSES))
+    car = torch.full((1, 4, 4), CAMVID.names.index("car"))
+    truck_logits = _logits_for(CS["truck"])
+    assert set_loss(truck_logits, car, m).item() < 1e-9
+    # the same logits against a single-class "car" label would be a large loss
+    assert seg_loss(truck_logits, torch.full((1, 4, 4), CS["car"])).item() > 20
+    # and "road" is not in the car set: a large loss
+    assert set_loss(_logits_for(CS["road"]), car, m).item() > 20
+
+
+def test_set_loss_is_minus_log_of_the_summed_set_probability():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 19, 3, 5)
+    labels = torch.randint(0, 11, (2, 3, 5))
+    labels[0, 0, 0] = IGNORE
+    m = torch.from_numpy(CAMVID.membership(CITYSCAPES_CLASSES))
+    p = logits.softmax(1)
+    expect = []
+    for b in range(2):
+        for y in range(3):
+            for x in range(5):
+                lab = int(labels[b, y, x])
+                if lab != IGNORE:
+                    expect.append(-torch.log(p[b, m[lab], y, x].sum()))
+    assert set_loss(logits, labels, m).item() == pytest.approx(torch.stack(expect).mean().item(), rel=1e-5)
+    # identity sets are plain cross-entropy
+    cs_labels = torch.randint(0, 19, (2, 3, 5))
+    eye = torch.eye(19, dtype=torch.bool)
+    assert set_loss(logits, cs_labels, eye).item() == pytest.approx(seg_loss(logits, cs_labels).item(), rel=1e-5)
+
+
+def test_label_weights_raise_rare_classes():
+    w = balanced_weights(np.array([900, 90, 10]), 1.0)
+    assert w.tolist() == pytest.approx([0.1, 1.0, 9.0])
+    logits = torch.zeros(1, 3, 1, 2)
+    logits[0, 0] = 5.0  # predicts class 0 everywhere
+    labels = torch.tensor([[[0, 2]]])
+    eye = torch.eye(3, dtype=torch.bool)
+    plain = set_loss(logits, labels, eye)
+    weighted = set_loss(logits, labels, eye, label_weights=w)
+    assert weighted > plain  # the wrong, rare pixel dominates
+
+
+# ------------------------------------------------------------------ eval groups like the README says
+
+class _FixedModel(torch.nn.Module):
+    """Returns the same full-resolution logits for any input: a model whose predictions we choose."""
+
+    def __init__(self, classes: np.ndarray) -> None:
+        super().__init__()
+        self.meta = ModelMeta(input_size=classes.shape, depth=None)
+        logits = torch.zeros(1, 19, *classes.shape)
+        logits.scatter_(1, torch.from_numpy(classes)[None, None].long(), 10.0)
+        self.register_buffer("logits", logits)
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(seg_logits=self.logits, depth=None)
+
+
+def test_eval_grouping_against_a_hand_computed_confusion_matrix(tmp_path):
+    (tmp_path / "val").mkdir()
+    (tmp_path / "valannot").mkdir()
+    h, w = 32, 32
+    cv2.imwrite(str(tmp_path / "val" / "f.png"), np.zeros((h, w, 3), np.uint8))
+    gt = np.full((h, w), 3, np.uint8)  # road
+    pred = np.full((h, w), CS["road"], np.uint8)
+    gt[:8] = 8  # car (rows 0-7)
+    pred[:4] = CS["truck"]  # rows 0-3: truck -> grouped as car (correct)
+    pred[4:8] = CS["road"]  # rows 4-7: road (car missed)
+    gt[8:12] = 11  # void: ignored whatever is predicted
+    pred[8:12] = CS["sky"]
+    pred[12:14] = CS["terrain"]  # rows 12-13: labelled road, predicted terrain -> "tree"
+    cv2.imwrite(str(tmp_path / "valannot" / "f.png"), gt)
+    result = evaluate(_FixedModel(pred), CamVidDataset(tmp_path, "val"), torch.device("cpu"))
+    iou = dict(zip(result["classes"], result["segmentation"]["iou"]))
+    row = w
+    # car: TP 4 rows, FN 4 rows (predicted road), FP 0 -> 4/8
+    assert iou["car"] == pytest.approx(4 * row / (8 * row))
+    # road: GT rows 12-31 (20 rows), TP rows 14-31 (18), FN 2 rows (tree), FP 4 rows (the missed car) -> 18/24
+    assert iou["road"] == pytest.approx(18 / 24)
+    # tree: FP only -> 0; sky: predicted only where void -> not counted at all (NaN)
+    assert iou["tree"] == 0.0 and np.isnan(iou["sky"])
+    assert result["label_space"] == "CamVid" and len(result["classes"]) == 11
+    assert result["segmentation"]["miou_present"] == pytest.approx((0.5 + 0.75) / 2)
+
+
+def test_median_scaling_removes_a_global_scale():
+    gt = torch.tensor([[2.0, 4.0], [8.0, 0.0]])
+    pred = gt * 3.7
+    assert torch.allclose(median_scaled(pred, gt)[gt > 0], gt[gt > 0])
+
+
+# ------------------------------------------------------------------ mixed training
+
+def test_sampling_plan_follows_weights_and_walks_each_dataset():
+    plan = sampling_plan([5, 1000], [1.0, 3.0], steps=400, batch_size=8, seed=0)
+    src = np.array([s for batch in plan for s, _ in batch])
+    assert len(plan) == 400 and all(len(b) == 8 for b in plan)
+    assert (src == 1).mean() == pytest.approx(0.75, abs=0.02)
+    small = [i for batch in plan for s, i in batch if s == 0]
+    for k in range(0, len(small) - 5, 5):  # every epoch of the small dataset is a permutation of it
+        assert sorted(small[k:k + 5]) == [0, 1, 2, 3, 4]
+    # step t does not depend on the total number of steps (resume continues exactly)
+    assert sampling_plan([5, 1000], [1.0, 3.0], steps=50, batch_size=8, seed=0) == plan[:50]
+
+
+def test_mixed_training_runs_each_loss_where_its_labels_exist(tmp_path):
+    """synthetic (seg + depth) and a CamVid-layout folder (seg only) in one run, different crops."""
+    cam = tmp_path / "camvid"
+    (cam / "train").mkdir(parents=True)
+    (cam / "trainannot").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(cam / "train" / f"{i}.png"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        lab = np.full((48, 64), 3, np.uint8)
+        lab[:16] = 0  # sky on top
+        lab[30:, :20] = 8
+        cv2.imwrite(str(cam / "trainannot" / f"{i}.png"), lab)
+    cfg = TrainConfig(data=("synthetic:size=32x64,crop=32x64,scale=1-1,weight=1", f"camvid:{cam},weight=1"),
+                      crop=(32, 48), scale=(0.8, 1.2), steps=3, batch_size=4, workers=0, progress="none",
+                      out=str(tmp_path / "run"), save_every=100, threads=1, warmup=1)
+    final = train(cfg)
+    assert final.is_file()
+    from segformer3d_rt import load_model
+
+    model = load_model(final)
+    assert model.meta.num_classes == 19
+
+
+def test_sky_is_taught_as_far():
+    from segformer3d_rt.train import TrainSet
+    from segformer3d_rt.data.datasets import Sample
+
+    class One(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            lab = np.full((8, 8), 3, np.uint8)
+            lab[:3] = 0
+            return Sample(np.zeros((8, 8, 3), np.uint8), lab, None, "x", CAMVID)
+
+    ts = TrainSet(One(), (8, 8), 0, False, (0.5,) * 3, (0.25,) * 3, sky_labels=(0,), sky_depth=100.0)
+    _, labels, depth = ts[0]
+    assert (depth[0][:3] == 100.0).all() and (depth[0][3:] == 0).all()  # only sky gets a target
+
+
+def test_bad_mix_options_are_one_clear_error(tmp_path):
+    for spec, msg in (("synthetic:weight=abc", "weight= wants a number"), ("synthetic:weight=0", "must be > 0"),
+                      ("synthetic:scale=2", "scale= wants LOW-HIGH")):
+        cfg = TrainConfig(data=(spec,), steps=1, out=str(tmp_path / "r"), progress="none", workers=0)
+        with pytest.raises(UserError, match=msg):
+            train(cfg)
