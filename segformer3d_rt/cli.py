@@ -1,8 +1,7 @@
-"""The `segformer3d-rt` command: parses arguments and calls into the package, nothing more."""
+"""The `segformer3d-rt` command: parses arguments into each command's config and calls ``commands/``, nothing more."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,40 +13,32 @@ PROG = "segformer3d-rt"
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from .commands.weights import InfoConfig, run_info
 
-    from .commands.weights import info_for_variant, info_from_path, print_info
-
-    if args.weights is None and args.variant is None:
-        raise UserError("give a weights file, or --variant b0..b5 to describe a freshly built model")
-    if args.weights is not None:
-        info = info_from_path(args.weights)
-    else:
-        info = info_for_variant(args.variant, args.num_classes, not args.no_depth, args.decoder_dim)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        print_info(info, Console())
-    return 0
+    return run_info(InfoConfig(weights=args.weights, variant=args.variant, num_classes=args.num_classes,
+                               decoder_dim=args.decoder_dim, depth=not args.no_depth, json=args.json))
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .commands.weights import convert
+    from .commands.weights import ConvertConfig, run_convert
 
-    out = convert(args.input, args.output, half=args.half, description=args.description)
-    print(f"wrote {out}")
-    return 0
+    return run_convert(ConvertConfig(args.input, args.output, half=args.half, description=args.description))
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    from .commands import parse_size
+
+    return parse_size(text) if text else None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import build_config, parse_size
-    from .pipeline.app import run
+    from .commands.run import build_config, run_pipeline
 
     overrides = {
         "source": args.source, "weights": args.weights, "outputs": args.output or None,
         "show": True if args.show else None, "live": args.live, "device": args.device,
         "precision": args.precision,
-        "input_size": parse_size(args.input_size) if args.input_size else None,
+        "input_size": _size(args.input_size),
         "batch_size": args.batch_size, "queue_size": args.queue_size, "view": args.view, "alpha": args.alpha,
         "legend": args.legend, "hud": args.hud, "colormap": args.colormap,
         "depth_range": tuple(args.depth_range) if args.depth_range else None,
@@ -57,7 +48,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
         "device_stages": args.device_stages, "cuda_graphs": args.cuda_graphs, "hw_decode": args.hw_decode,
     }
-    return run(build_config(args.pipeline, overrides))
+    return run_pipeline(build_config(args.pipeline, overrides))
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -121,8 +112,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import parse_size
-    from .train import TrainConfig, train
+    from .commands.train import TrainConfig, run_train
 
     given = {k: v for k, v in vars(args).items() if v is not None}
     cfg = TrainConfig(**{k: given[k] for k in TrainConfig.__dataclass_fields__ if k in given and k not in
@@ -130,9 +120,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.data:
         cfg.data = tuple(args.data)
     if args.crop:
-        cfg.crop = parse_size(args.crop)
+        cfg.crop = _size(args.crop)
     if args.input_size:
-        cfg.input_size = parse_size(args.input_size)
+        cfg.input_size = _size(args.input_size)
     if args.scale:
         try:
             lo, hi = (float(v) for v in args.scale.split(","))
@@ -143,30 +133,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.scale = (lo, hi)
     if args.freeze:
         cfg.freeze = tuple(args.freeze)
-    final = train(cfg)
-    print(f"wrote {final}")
-    return 0
+    return run_train(cfg)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .commands.evaluation import run_eval
+    from .commands.eval import EvalConfig, run_eval
 
-    return run_eval(args)
+    return run_eval(EvalConfig(
+        data=args.data, weights=args.weights, split=args.split, input_size=_size(args.input_size),
+        max_depth=args.max_depth, limit=args.limit, device=args.device, precision=args.precision,
+        workers=args.workers, json=args.json))
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .commands.synth import write_drive
-    from .config import parse_size
+    from .commands.synth import SynthConfig, run_synth
 
-    n = write_drive(args.output, args.seed, args.frames, parse_size(args.size), args.fps, args.crf)
-    print(f"wrote {n} frames to {args.output}")
-    return 0
+    return run_synth(SynthConfig(args.output, seed=args.seed, frames=args.frames, size=_size(args.size),
+                                 fps=args.fps, crf=args.crf))
+
+
+def _list(text: str, conv=str, what: str = "") -> tuple:
+    """'a,b,c' -> (a, b, c), each converted (a UserError names a value that does not convert)."""
+    try:
+        return tuple(conv(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{what} wants comma-separated numbers, not '{text}'") from None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .commands.benchmark import run_bench
+    from .commands import parse_size
+    from .commands.bench import BenchConfig, run_bench
 
-    return run_bench(args)
+    return run_bench(BenchConfig(
+        weights=args.weights, variant=args.variant, sizes=_list(args.sizes, parse_size),
+        batch=_list(args.batch, int, "--batch"), precision=_list(args.precision), mode=_list(args.mode),
+        warmup=args.warmup, iters=args.iters, device=args.device, threads=args.threads, source=args.source,
+        sink=args.sink, input_size=_size(args.input_size), pipeline_batch=args.pipeline_batch,
+        pipeline_precision=args.pipeline_precision, max_frames=args.max_frames, repeat=args.repeat,
+        json=args.json))
 
 
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:

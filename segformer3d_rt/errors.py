@@ -23,3 +23,9 @@ class SourceError(UserError):
 
 class SinkError(UserError):
     """An output that cannot be written (unwritable path, unknown codec, ...)."""
+
+
+def reason(error: BaseException) -> str:
+    """A short human reason for an OS (or any) error: its strerror without the repeated file name and errno."""
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return str(text).strip().rstrip(".")

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from segformer3d_rt import load_model
 from segformer3d_rt.data.registry import HELD_OUT_SEED, open_dataset
-from segformer3d_rt.evaluate import evaluate
+from segformer3d_rt.evaluation.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"

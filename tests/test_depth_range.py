@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segformer3d_rt.config import RunConfig
+from segformer3d_rt.pipeline.config import RunConfig
 from segformer3d_rt.errors import UserError
 from segformer3d_rt.pipeline.render import (RenderStyle, SmoothedDepthRange, depth_panel, render_frame,
                                             robust_depth_range)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from segformer3d_rt import build_model
-from segformer3d_rt.config import build_config, load_preset
+from segformer3d_rt.pipeline.config import build_config, load_preset
 from segformer3d_rt.errors import UserError
 from segformer3d_rt.model.folding import fold
-from segformer3d_rt.pipeline.preprocess import model_input_size
+from segformer3d_rt.runtime.sizes import model_input_size
 from segformer3d_rt.pipeline.stats import PipelineStats, summarise, throughput
 
 

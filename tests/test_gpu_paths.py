@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from segformer3d_rt import load_model
-from segformer3d_rt.bench import example_input, fidelity
+from segformer3d_rt.benchmark.model_only import example_input, fidelity
 from segformer3d_rt.pipeline.frames import Frame
 from segformer3d_rt.pipeline.infer import InferenceEngine
 from segformer3d_rt.pipeline.preprocess import Preprocessor

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from segformer3d_rt.losses import depth_loss, seg_loss
+from segformer3d_rt.training.losses import depth_loss, seg_loss
 from segformer3d_rt.model.metadata import DepthSpec
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from segformer3d_rt.errors import UserError
-from segformer3d_rt.metrics import DepthMetrics, SegMetrics
+from segformer3d_rt.evaluation.metrics import DepthMetrics, SegMetrics
 
 # ------------------------------------------------------------------------------------------- segmentation
 

@@ -12,11 +12,11 @@ import torch
 from segformer3d_rt.data.datasets import CamVidDataset, KittiDepthDataset
 from segformer3d_rt.data.registry import open_dataset
 from segformer3d_rt.errors import UserError
-from segformer3d_rt.evaluate import evaluate, median_scaled
+from segformer3d_rt.evaluation.evaluate import evaluate, median_scaled
 from segformer3d_rt.labels import CAMVID, CITYSCAPES_CLASSES, IGNORE
-from segformer3d_rt.losses import seg_loss, set_loss
+from segformer3d_rt.training.losses import seg_loss, set_loss
 from segformer3d_rt.model.metadata import ModelMeta
-from segformer3d_rt.train import TrainConfig, balanced_weights, sampling_plan, train
+from segformer3d_rt.training.train import TrainConfig, balanced_weights, sampling_plan, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CAMVID_DIR = SHARED / "camvid"
@@ -251,7 +251,7 @@ def test_mixed_training_runs_each_loss_where_its_labels_exist(tmp_path):
 
 
 def test_sky_is_taught_as_far():
-    from segformer3d_rt.train import TrainSet
+    from segformer3d_rt.training.train import TrainSet
     from segformer3d_rt.data.datasets import Sample
 
     class One(torch.utils.data.Dataset):

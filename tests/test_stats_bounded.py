@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 
 from segformer3d_rt import build_model, save_checkpoint
-from segformer3d_rt.pipeline.cache import LRUCache
+from segformer3d_rt.runtime.cache import LRUCache
 from segformer3d_rt.pipeline.dashboard import Dashboard
 from segformer3d_rt.pipeline.histogram import LogHistogram
 from segformer3d_rt.pipeline.stats import STAGES, PipelineStats, summarise
@@ -205,7 +205,8 @@ def test_lru_evicts_least_recently_used_first():
 
 def test_shape_keyed_caches_are_bounded():
     from segformer3d_rt.pipeline import render
-    from segformer3d_rt.pipeline.preprocess import Preprocessor, model_input_size
+    from segformer3d_rt.pipeline.preprocess import Preprocessor
+    from segformer3d_rt.runtime.sizes import model_input_size
 
     pre = Preprocessor((128, 256))
     for h in range(40, 440, 2):  # 200 frame sizes

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segformer3d_rt.model import load_model, read_checkpoint
-from segformer3d_rt.train import TrainConfig, train
+from segformer3d_rt.training.train import TrainConfig, train
 
 TINY = dict(variant="b0", crop=(64, 128), batch_size=2, workers=0, progress="none", warmup=2, lr=1e-3)
 

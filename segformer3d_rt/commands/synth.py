@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SinkError, UserError
@@ -9,6 +10,24 @@ from ..pipeline.frames import Frame
 from ..pipeline.media import exact_rate
 from ..pipeline.sinks import Mp4Sink
 from ..synthetic import SyntheticWorld
+
+
+@dataclass
+class SynthConfig:
+    """`synth`: ``frames`` consecutive frames of the drive through world ``seed``, encoded to ``output``."""
+
+    output: str
+    seed: int = 7
+    frames: int = 250
+    size: tuple[int, int] = (360, 640)  # H x W
+    fps: float = 25.0
+    crf: int = 23  # libx264 quality
+
+
+def run_synth(cfg: SynthConfig) -> int:
+    n = write_drive(cfg.output, cfg.seed, cfg.frames, cfg.size, cfg.fps, cfg.crf)
+    print(f"wrote {n} frames to {cfg.output}")
+    return 0
 
 
 def write_drive(path: str | Path, seed: int, frames: int, size: tuple[int, int], fps: float = 25.0,

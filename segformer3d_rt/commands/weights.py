@@ -1,6 +1,8 @@
 """`info` and `convert`: look inside any checkpoint, write it in the project's format."""
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,6 +12,48 @@ from rich.table import Table
 from ..errors import UserError
 from ..model import SegFormer3D, build_model
 from ..model.checkpoints import Checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
+
+
+@dataclass
+class InfoConfig:
+    """What `info` describes: a checkpoint file or directory, or (``weights`` None) a freshly built model."""
+
+    weights: str | None = None
+    variant: str | None = None  # b0..b5, for a freshly built model
+    num_classes: int = 19
+    decoder_dim: int | None = None
+    depth: bool = True
+    json: bool = False  # print JSON instead of a table
+
+
+@dataclass
+class ConvertConfig:
+    """`convert`: any supported checkpoint -> the project's .safetensors."""
+
+    input: str
+    output: str
+    half: bool = False  # store float16 tensors
+    description: str | None = None  # a note stored in the metadata
+
+
+def run_info(cfg: InfoConfig) -> int:
+    if cfg.weights is None and cfg.variant is None:
+        raise UserError("give a weights file, or --variant b0..b5 to describe a freshly built model")
+    if cfg.weights is not None:
+        info = info_from_path(cfg.weights)
+    else:
+        info = info_for_variant(cfg.variant, cfg.num_classes, cfg.depth, cfg.decoder_dim)
+    if cfg.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print_info(info, Console())
+    return 0
+
+
+def run_convert(cfg: ConvertConfig) -> int:
+    out = convert(cfg.input, cfg.output, half=cfg.half, description=cfg.description)
+    print(f"wrote {out}")
+    return 0
 
 
 def describe(model_or_ckpt: SegFormer3D | Checkpoint, fmt: str) -> dict:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..runtime.normalize import normalize
 from .datasets import IGNORE, Sample
 
 
@@ -164,9 +165,7 @@ def to_tensors(sample: Sample, mean: tuple[float, ...], std: tuple[float, ...]
     """
     h, w = sample.image.shape[:2]
     image = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    image = (image - m) / s
+    image = normalize(image, mean, std)
     if sample.labels is None:
         labels = torch.full((h, w), IGNORE, dtype=torch.long)
     else:

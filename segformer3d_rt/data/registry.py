@@ -6,11 +6,7 @@ from dataclasses import dataclass
 from torch.utils.data import Dataset
 
 from ..errors import UserError
-
-# Sample seeds of one synthetic set are seed * STRIDE + index: sets with different seeds never share a scene.
-SEED_STRIDE = 10_000_000
-TRAIN_SEED = 0
-HELD_OUT_SEED = 7  # the model card's held-out set; the training recipe never renders these scenes
+from ..synthetic.seeds import HELD_OUT_SEED, SEED_STRIDE, TRAIN_SEED  # noqa: F401  (HELD_OUT_SEED: for users)
 
 
 @dataclass
@@ -69,7 +65,7 @@ def open_dataset(spec: str, split: str = "train", default_length: int = 100_000,
     """One of :data:`SPECS`; ``split`` is used when the spec names none. Mixing options are ignored here."""
     kind, path, opts = split_spec(spec)
     if kind == "synthetic":
-        from ..config import parse_size
+        from ..runtime.sizes import parse_size
 
         if path:
             raise UserError(f"synthetic dataset takes options only, not '{path}'")

@@ -115,7 +115,14 @@ class Dashboard:
             self._live = None
 
     def summary(self, snap: dict[str, Any]) -> None:
-        if self.mode == "none":
-            return
-        self.console.print(stage_table(snap, title="segformer3d-rt summary"))
-        self.console.print(counts_line(snap), highlight=False)
+        print_summary(snap, self.mode, self.console)
+
+
+def print_summary(snap: dict[str, Any], mode: str, console: Console | None = None) -> None:
+    """The table and counts shown at the end of a run (``snap``: a stats snapshot, or a report holding one);
+    nothing with mode "none"."""
+    if mode == "none":
+        return
+    console = console or Console(stderr=True)
+    console.print(stage_table(snap, title="segformer3d-rt summary"))
+    console.print(counts_line(snap), highlight=False)

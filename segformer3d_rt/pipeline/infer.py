@@ -6,7 +6,6 @@ the next batch overlaps the current compute (see ``upload``/``run``).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -15,33 +14,11 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..model import SegFormer3D
 from ..model.folding import fold
-from .cache import LRUCache
+from ..runtime.cache import LRUCache
+from ..runtime.cuda_graph import CudaGraphRunner
+from ..runtime.device import autocast
+from ..runtime.normalize import Normalizer
 from .postprocess import upsample_argmax
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device '{name}' requested but CUDA is not available (torch {torch.__version__})")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"device '{name}' does not exist ({torch.cuda.device_count()} CUDA device(s))")
-    return dev
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """None means fp32 (no autocast). auto: fp16 autocast on CUDA, fp32 on CPU."""
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    if name == "fp32":
-        return None
-    if name == "fp16":
-        if device.type != "cuda":
-            raise UserError("fp16 needs a CUDA device; use --precision fp32 or bf16 on CPU")
-        return torch.float16
-    return torch.bfloat16
 
 
 @dataclass
@@ -55,32 +32,6 @@ class BatchResult:
     classes: torch.Tensor  # B x H x W uint8, at model input resolution
     depth: torch.Tensor | None  # B x h x w float32 (stride 4), in the checkpoint's depth unit
     images: torch.Tensor | None = None  # the uploaded frames, kept on the device for GPU rendering
-
-
-class CudaGraphRunner:
-    """A static-shape CUDA graph of ``fn``: each call copies the input into place and replays.
-
-    Kernel launches dominate small SegFormers (B0 is launch-bound on big GPUs), which a graph
-    removes. The caller keeps one runner per input shape (InferenceEngine: a bounded LRU cache)
-    and builds a new one only for a shape it does not hold.
-    """
-
-    def __init__(self, fn, example: torch.Tensor, warmup: int = 3) -> None:
-        self.static_in = example.clone()
-        stream = torch.cuda.Stream(example.device)
-        stream.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(stream):  # capture requires warm-up on a side stream
-            for _ in range(warmup):
-                fn(self.static_in)
-        torch.cuda.current_stream(example.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_out = fn(self.static_in)
-
-    def __call__(self, x: torch.Tensor):
-        self.static_in.copy_(x)
-        self.graph.replay()
-        return self.static_out
 
 
 class InferenceEngine:
@@ -106,8 +57,7 @@ class InferenceEngine:
         # activations of its shape), so the bound caps GPU memory; an evicted graph is just dropped (its
         # outputs were cloned, nothing else refers to it) and rebuilt if its shape comes back.
         self._graphs: LRUCache[tuple, CudaGraphRunner] = LRUCache(8)
-        self.mean = torch.tensor(self.meta.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(self.meta.std, device=device).view(1, 3, 1, 1) * 255.0
+        self._normalise = Normalizer(self.meta.mean, self.meta.std, device, scale=255.0)  # on raw 0..255 values
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         # (shape, dtype) -> two [pinned buffer, last copy's event]. 4 shapes: a run uses one or two (full and
         # last batch); page-locked host memory is scarce (two full-resolution batches per entry). An evicted
@@ -147,14 +97,12 @@ class InferenceEngine:
         x = images.permute(0, 3, 1, 2).float()
         if size is not None and tuple(x.shape[2:]) != tuple(size):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.mean) / self.std
+        return self._normalise(x)
 
     def _compute(self, images: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 frames -> (uint8 class map at model input size, depth at stride 4), all on the device."""
         x = self.normalise(images, size)
-        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None
-                    else contextlib.nullcontext())
-        with autocast:
+        with autocast(self.device, self.dtype):
             out = self.model(x)
         classes = upsample_argmax(out.seg_logits, tuple(x.shape[2:]))
         depth = None

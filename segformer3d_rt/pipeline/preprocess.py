@@ -5,20 +5,11 @@ import cv2
 import numpy as np
 import torch
 
-from .cache import LRUCache
+from ..runtime.cache import LRUCache
+from ..runtime.sizes import model_input_size
 from .frames import Frame
 
-
-def model_input_size(frame_hw: tuple[int, int], box_hw: tuple[int, int], multiple: int = 32) -> tuple[int, int]:
-    """Fit the frame into the box keeping its aspect ratio, then round each side to a multiple of 32.
-
-    Rounding (rather than padding) keeps every input pixel useful; the aspect ratio is kept to within
-    one 32-pixel step.
-    """
-    h, w = frame_hw
-    s = min(box_hw[0] / h, box_hw[1] / w)
-    return (max(multiple, int(round(h * s / multiple)) * multiple),
-            max(multiple, int(round(w * s / multiple)) * multiple))
+__all__ = ["Preprocessor", "model_input_size", "shrink"]
 
 
 def shrink(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

@@ -23,7 +23,7 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
-from .cache import LRUCache
+from ..runtime.cache import LRUCache
 
 VIEWS = ("overlay", "seg", "depth", "side-by-side", "grid")
 

@@ -1,34 +1,18 @@
-"""The :class:`Sink` interface and the checks every sink makes before it accepts a frame or a path."""
+"""The :class:`Sink` interface and the frame check every sink makes (output paths: runtime/paths.py)."""
 from __future__ import annotations
 
 import abc
 import logging
-from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
 from ...errors import SinkError
 from ..frames import Frame
-from ..media import error_reason
 
-__all__ = ["Sink", "check_rgb", "writable_dir"]
+__all__ = ["Sink", "check_rgb"]
 
 log = logging.getLogger(__name__)
-
-
-def writable_dir(directory: Path) -> str | None:
-    """Create ``directory`` (and its parents) if missing; why it cannot hold new files, or None."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"'{existing}' is not a directory"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return f"cannot create directory '{directory}': {error_reason(e)}"
-    return None
 
 
 class Sink(abc.ABC):

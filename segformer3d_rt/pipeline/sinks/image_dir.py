@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 
 from ...errors import SinkError
+from ...runtime.paths import writable_dir
 from ..frames import Frame
 from ..media import error_reason
-from .base import Sink, check_rgb, writable_dir
+from .base import Sink, check_rgb
 
 __all__ = ["ImageDirSink"]
 

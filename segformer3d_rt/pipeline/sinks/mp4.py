@@ -15,9 +15,11 @@ import cv2
 import numpy as np
 
 from ...errors import SinkError
+from ...runtime.clock import IncreasingClock, frame_ticks, rescale
+from ...runtime.paths import writable_dir
 from ..frames import Frame
 from ..media import error_reason, exact_rate
-from .base import Sink, check_rgb, writable_dir
+from .base import Sink, check_rgb
 from .encoders import X264_FAMILY, parse_bitrate, video_codec
 
 __all__ = ["CONTAINER_FORMATS", "Mp4Sink"]
@@ -29,45 +31,39 @@ CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matro
 _PARTIAL_SUFFIX = ".partial"
 
 
-class _VideoClock:
+class _VideoClock(IncreasingClock):
     """Output timestamps: the source's own (time base + pts) when known, else a constant rate from fps.
 
     ``stamp`` returns (pts, duration) in ``time_base`` units and keeps them strictly increasing, which the encoder
-    and muxer require (a stream source may repeat a timestamp)."""
+    and muxer require (a stream source may repeat a timestamp): a stamp that would not increase is shifted
+    one tick past the last."""
 
     def __init__(self, fps: float | None, time_base: Fraction | None) -> None:
         self.from_source = time_base is not None
         if time_base is not None:
-            self.time_base = Fraction(time_base)
-            self.step = max(1, round(1 / (exact_rate(fps) * self.time_base))) if fps else 1
+            super().__init__(time_base, frame_ticks(exact_rate(fps) if fps else None, Fraction(time_base)))
         else:
-            self.time_base = 1 / exact_rate(fps or 25.0)
-            self.step = 1
-        self.last_pts: int | None = None
+            super().__init__(1 / exact_rate(fps or 25.0), 1)
         self._warned = False
 
     def stamp(self, frame: Frame) -> tuple[int, int]:
         pts = self._raw(frame)
-        if self.last_pts is not None and pts <= self.last_pts:
+        if not self.increases(pts):
             if not self._warned:
                 log.warning("frame %d: timestamp does not increase; shifted to keep the video valid", frame.index)
                 self._warned = True
-            pts = self.last_pts + 1
-        self.last_pts = pts
-        return pts, self.step
+            pts = self.last + 1
+        return self.commit(pts), self.step
 
     def _raw(self, frame: Frame) -> int:
         if not self.from_source:
             return frame.index
         if frame.pts_raw is not None:
             tb = frame.time_base if frame.time_base is not None else self.time_base
-            return frame.pts_raw if tb == self.time_base else round(frame.pts_raw * Fraction(tb) / self.time_base)
+            return rescale(frame.pts_raw, tb, self.time_base)
         if frame.pts is not None:
             return round(Fraction(frame.pts) / self.time_base)
-        return 0 if self.last_pts is None else self.last_pts + self.step
-
-    def seconds(self, ticks: int) -> float:
-        return float(ticks * self.time_base)
+        return 0 if self.last is None else self.last + self.step
 
 
 class _AudioCopy:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from ...errors import SourceError
+from ...runtime.clock import IncreasingClock, frame_ticks, rescale
 from ..frames import Frame
 from ..media import describe_fps, error_reason, stream_fps
 from .base import END, STOPPED, Backoff, Guard, Source, decoded_frames, make_frame
@@ -37,7 +38,7 @@ def _redact(url: str) -> str:
         return url
 
 
-class _StreamClock:
+class _StreamClock(IncreasingClock):
     """Output timestamps of a network stream, strictly increasing across reconnections.
 
     Within a connection the stream's own timestamps are kept (shifted by a constant); after a reconnection,
@@ -46,10 +47,8 @@ class _StreamClock:
     """
 
     def __init__(self, time_base: Fraction, fps: float | None) -> None:
-        self.time_base = time_base
-        self._step = max(1, round(1 / (Fraction(fps) * time_base))) if fps else 1
+        super().__init__(time_base, frame_ticks(Fraction(fps) if fps else None, time_base))
         self._offset: int | None = None
-        self._last: int | None = None
         self._last_wall = 0.0
 
     def rebase(self) -> None:
@@ -57,17 +56,17 @@ class _StreamClock:
 
     def stamp(self, pts: int | None, time_base: Fraction | None) -> int:
         now = time.perf_counter()
-        raw = None if pts is None or time_base is None else round(pts * time_base / self.time_base)
-        if raw is not None and self._offset is not None and raw + self._offset > self._last:
+        raw = None if pts is None or time_base is None else rescale(pts, time_base, self.time_base)
+        if raw is not None and self._offset is not None and self.increases(raw + self._offset):
             out = raw + self._offset
         else:
-            if self._last is None:
+            if self.last is None:
                 out = raw if raw is not None else 0
             else:
-                out = self._last + max(self._step, round((now - self._last_wall) / self.time_base))
+                out = self.last + max(self.step, round((now - self._last_wall) / self.time_base))
             self._offset = None if raw is None else out - raw
-        self._last, self._last_wall = out, now
-        return out
+        self._last_wall = now
+        return self.commit(out)
 
 
 class StreamSource(Source):

@@ -1,9 +1,9 @@
 """`bench`: model-only sweeps, and the whole pipeline against model-only in the same run."""
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,38 @@ from rich.table import Table
 from ..errors import UserError
 
 
-def _list(text: str, conv=str) -> list:
-    return [conv(v.strip()) for v in text.split(",") if v.strip()]
+@dataclass
+class BenchConfig:
+    """Model only: every combination of sizes x batches x precisions x modes. With ``source``: the whole
+    pipeline on it, then the model alone at the input size the pipeline used."""
+
+    weights: str | None = None  # None: a random model of ``variant``
+    variant: str = "b0"
+    sizes: tuple[tuple[int, int], ...] = ((512, 1024),)  # H x W, model only
+    batch: tuple[int, ...] = (1,)
+    precision: tuple[str, ...] = ("fp32",)  # fp32 | fp16 | bf16
+    mode: tuple[str, ...] = ("folded",)  # eager | folded | compile | cudagraph
+    warmup: int = 5
+    iters: int = 30
+    device: str = "auto"
+    threads: int | None = None  # torch CPU threads
+    source: str | None = None  # measure the whole pipeline on this source instead
+    sink: str = "null"  # pipeline output: null | mp4
+    input_size: tuple[int, int] | None = None  # pipeline model input box
+    pipeline_batch: int | None = None
+    pipeline_precision: str | None = None
+    max_frames: int | None = None
+    repeat: int = 1  # pipeline: rounds of (pipeline, model only); the median-ratio round is reported
+    json: str | None = None  # write all results as JSON
 
 
-def _model(args: argparse.Namespace):
+def _model(cfg: BenchConfig):
     from ..model import build_model, load_model
 
-    if args.weights:
-        return load_model(args.weights), args.weights
+    if cfg.weights:
+        return load_model(cfg.weights), cfg.weights
     try:
-        return build_model(args.variant), f"{args.variant} (random weights)"
+        return build_model(cfg.variant), f"{cfg.variant} (random weights)"
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -44,63 +65,61 @@ def _table(rows: list[dict], title: str) -> Table:
     return t
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(cfg: BenchConfig) -> int:
     import torch
 
-    from ..bench import MODES, BenchCase, bench_model, environment
-    from ..config import parse_size
-    from ..pipeline.infer import resolve_device
+    from ..benchmark.model_only import MODES, BenchCase, bench_model, environment
+    from ..runtime.device import resolve_device
 
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     console = Console()
     if not console.is_terminal:  # logs and pipes: rich would squeeze the ten-column table into 80 characters
         console = Console(width=160)
     env = environment(device)
     report: dict[str, Any] = {"environment": env}
-    model, weights = _model(args)
+    model, weights = _model(cfg)
     report["weights"] = weights
     console.print(f"[bold]device[/] {env['device']} {env.get('gpu', env['cpu'])}, torch {env['torch']}, "
                   f"{env['threads']} CPU threads", highlight=False)
 
-    if args.source:
-        report["pipeline"] = _bench_pipeline(args, model, device, console)
+    if cfg.source:
+        report["pipeline"] = _bench_pipeline(cfg, model, device, console)
     else:
-        modes = _list(args.mode)
-        for m in modes:
+        for m in cfg.mode:
             if m not in MODES:
                 raise UserError(f"unknown mode '{m}'; choose from {', '.join(MODES)}")
-        cases = [BenchCase(parse_size(s), int(b), p, m) for s, b, p, m in itertools.product(
-            _list(args.sizes), _list(args.batch), _list(args.precision), modes)]
-        rows = bench_model(model, device, cases, args.warmup, args.iters,
+        cases = [BenchCase(s, b, p, m) for s, b, p, m in itertools.product(
+            cfg.sizes, cfg.batch, cfg.precision, cfg.mode)]
+        rows = bench_model(model, device, cases, cfg.warmup, cfg.iters,
                            on_result=lambda r: console.print(
                                f"  {r['size']} b{r['batch']} {r['precision']} {r['mode']}: "
                                f"p50 {r['latency_ms']['p50']:.2f} ms, {r['throughput_fps']:.1f} FPS",
                                highlight=False))
         report["model"] = rows
         console.print(_table(rows, f"model only: {weights}"))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(report, indent=2, default=str))
     return 0
 
 
-def _bench_pipeline(args: argparse.Namespace, model, device, console: Console) -> dict[str, Any]:
+def _bench_pipeline(cfg: BenchConfig, model, device, console: Console) -> dict[str, Any]:
     """Rounds of (the pipeline on a source, then the network alone at the input size the pipeline used);
     the round whose ratio is the median is the one reported."""
-    if args.repeat < 1:
+    if cfg.repeat < 1:
         raise UserError("--repeat must be at least 1")
     rounds = []
-    for i in range(args.repeat):
-        r = _pipeline_round(args, model, device)
+    for i in range(cfg.repeat):
+        r = _pipeline_round(cfg, model, device)
         rounds.append(r)
-        if args.repeat > 1:
-            console.print(f"  round {i + 1}/{args.repeat}: pipeline {r['report']['throughput_fps']:.2f} FPS, "
+        if cfg.repeat > 1:
+            console.print(f"  round {i + 1}/{cfg.repeat}: pipeline {r['report']['throughput_fps']:.2f} FPS, "
                           f"model only {r['model_only']['throughput_fps']:.2f} FPS, ratio {_pct(r['ratio'])}",
                           highlight=False)
     median = sorted(rounds, key=lambda r: r["ratio"] or 0.0)[(len(rounds) - 1) // 2]
-    _print_round(args, median, console)
-    if args.repeat > 1:
+    _print_round(cfg, median, console)
+    if cfg.repeat > 1:
         ratios = ", ".join(_pct(r["ratio"]) for r in rounds)
         console.print(f"ratios of the {len(rounds)} rounds: {ratios}; reported: the median round", highlight=False)
     return {**median, "rounds": [{"ratio": r["ratio"], "pipeline_fps": r["report"]["throughput_fps"],
@@ -111,41 +130,41 @@ def _pct(ratio: float | None) -> str:
     return f"{ratio * 100:.1f}%" if ratio else "n/a"
 
 
-def _pipeline_round(args: argparse.Namespace, model, device) -> dict[str, Any]:
+def _pipeline_round(cfg: BenchConfig, model, device) -> dict[str, Any]:
     import tempfile
 
-    from ..bench import BenchCase, bench_model
-    from ..config import build_config, parse_size
-    from ..pipeline.app import execute
+    from ..benchmark.model_only import BenchCase, bench_model
+    from ..pipeline.config import build_config
+    from ..pipeline.session import execute
+    from ._signals import Signals
 
     with tempfile.TemporaryDirectory() as tmp:
-        outputs = [str(Path(tmp) / "bench.mp4")] if args.sink == "mp4" else []
-        cfg = build_config("benchmark", {
-            "source": args.source, "weights": args.weights, "outputs": outputs, "device": args.device,
-            "precision": args.pipeline_precision,
-            "input_size": parse_size(args.input_size) if args.input_size else None,
-            "batch_size": args.pipeline_batch, "max_frames": args.max_frames, "progress": "none",
+        outputs = [str(Path(tmp) / "bench.mp4")] if cfg.sink == "mp4" else []
+        run_cfg = build_config("benchmark", {
+            "source": cfg.source, "weights": cfg.weights, "outputs": outputs, "device": cfg.device,
+            "precision": cfg.pipeline_precision, "input_size": cfg.input_size,
+            "batch_size": cfg.pipeline_batch, "max_frames": cfg.max_frames, "progress": "none",
         })
-        if not args.weights:
+        if not cfg.weights:
             # a random model of the chosen variant, through the same pipeline
             from ..model import save_checkpoint
-            cfg.weights = str(save_checkpoint(model, Path(tmp) / "bench.safetensors"))
-        code, report = execute(cfg)
+            run_cfg.weights = str(save_checkpoint(model, Path(tmp) / "bench.safetensors"))
+        code, report = execute(run_cfg, interrupts=Signals)
     if report["error"]:
         raise UserError(f"pipeline failed: {report['error']}")
     sizes = report["model"]["input_sizes"]
     h, w = (int(v) for v in sizes[0].strip("()").split(","))
     rows = bench_model(model, device, [BenchCase((h, w), report["model"]["batch_size"], report["model"]["precision"],
-                                                 "folded")], args.warmup, args.iters, check_fidelity=False)
+                                                 "folded")], cfg.warmup, cfg.iters, check_fidelity=False)
     model_fps = rows[0]["throughput_fps"]
     pipe_fps = report["throughput_fps"]
     ratio = pipe_fps / model_fps if (pipe_fps and model_fps) else None
     return {"report": report, "model_only": rows[0], "ratio": ratio, "exit_code": code}
 
 
-def _print_round(args: argparse.Namespace, r: dict[str, Any], console: Console) -> None:
+def _print_round(cfg: BenchConfig, r: dict[str, Any], console: Console) -> None:
     report, model_only, ratio = r["report"], r["model_only"], r["ratio"]
-    t = Table(title=f"pipeline vs model only ({args.source}, input {model_only['size']}, batch "
+    t = Table(title=f"pipeline vs model only ({cfg.source}, input {model_only['size']}, batch "
                     f"{model_only['batch']}, {model_only['precision']})", title_justify="left")
     for c in ("what", "FPS", "p50 ms", "p99 ms"):
         t.add_column(c, justify="right")

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import UserError
+from ..errors import UserError
+from ..model import SegFormer3D, build_model, load_encoder, read_checkpoint, save_checkpoint
+from ..model.checkpoints import load_state_strict
+from ..model.metadata import IMAGENET_MEAN, IMAGENET_STD
 from .losses import DEPTH_LOSSES, depth_loss, set_loss
-from .model import SegFormer3D, build_model, load_encoder, read_checkpoint, save_checkpoint
-from .model.checkpoints import load_state_strict
-from .model.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class TrainSet(Dataset):
                  mean: tuple[float, ...], std: tuple[float, ...],
                  scale: tuple[float, float] = (0.5, 2.0), sky_labels: tuple[int, ...] = (),
                  sky_depth: float = 0.0) -> None:
-        from .data.augment import Augment
+        from ..data.augment import Augment
 
         self.base, self.seed, self.mean, self.std = base, seed, mean, std
         self.sky_labels, self.sky_depth = sky_labels, sky_depth
@@ -87,7 +87,7 @@ class TrainSet(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int):
-        from .data.augment import to_tensors
+        from ..data.augment import to_tensors
 
         rng = np.random.default_rng([self.seed, index])
         sample = self.augment(self.base[index], rng)
@@ -166,8 +166,8 @@ def sampling_plan(sizes: list[int], weights: list[float], steps: int, batch_size
 
 
 def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tuple[float, float]]:
-    from .config import parse_size
-    from .data.registry import split_spec
+    from ..data.registry import split_spec
+    from ..runtime.sizes import parse_size
 
     _, _, opts = split_spec(spec)
     try:
@@ -191,8 +191,8 @@ def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tup
 
 def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[float, ...],
                   std: tuple[float, ...]) -> list[Source]:
-    from .data.registry import open_dataset
-    from .labels import SKY
+    from ..data.registry import open_dataset
+    from ..labels import SKY
 
     sources = []
     for i, spec in enumerate(cfg.data):
@@ -281,7 +281,7 @@ def _resume_path(resume: str) -> Path:
 
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the final checkpoint."""
-    from .pipeline.infer import resolve_device
+    from ..runtime.device import resolve_device
 
     if cfg.depth_loss not in DEPTH_LOSSES:
         raise UserError(f"unknown depth loss '{cfg.depth_loss}'; choose one of {', '.join(DEPTH_LOSSES)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .model.metadata import DepthSpec
+from ..model.metadata import DepthSpec
 
 DEPTH_LOSSES = ("log-l1", "l1", "berhu", "silog", "mse")
 

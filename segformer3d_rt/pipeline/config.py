@@ -7,15 +7,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
+from ..runtime.bundled import preset_names, preset_path
+from ..runtime.sizes import parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
-VIEWS = ("overlay", "seg", "depth", "side-by-side", "grid")
+__all__ = ["RunConfig", "as_dict", "build_config", "load_preset"]
 
 
 @dataclass
@@ -53,6 +54,8 @@ class RunConfig:
     cuda_graphs: bool | None = None  # capture inference as a CUDA graph per input shape (None: on for CUDA)
 
     def validate(self) -> "RunConfig":
+        from .render import COLORMAPS, VIEWS  # numpy and cv2: only once a config is really checked
+
         if not self.source:
             raise UserError("no source given (a video file, camera index, URL, image folder or synthetic:)")
         if self.view not in VIEWS:
@@ -67,8 +70,6 @@ class RunConfig:
             raise UserError("--batch-size and --queue-size must be at least 1")
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError("--max-frames must be at least 1")
-        from .pipeline.render import COLORMAPS
-
         if self.colormap not in COLORMAPS:
             raise UserError(f"unknown colour map '{self.colormap}'; choose one of {', '.join(COLORMAPS)}")
         if self.depth_range is not None and not self.depth_range[0] < self.depth_range[1]:
@@ -78,17 +79,6 @@ class RunConfig:
         if self.progress not in ("auto", "rich", "plain", "none"):
             raise UserError(f"unknown progress mode '{self.progress}'")
         return self
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x512' -> (256, 512), height first."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"size '{text}' is not HxW, e.g. 512x1024") from None
-    if h < 32 or w < 32:
-        raise UserError(f"size '{text}' is too small (at least 32x32)")
-    return h, w
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -105,9 +95,9 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     """A pipelines/*.toml file (or a preset name such as 'webcam') as a dict of RunConfig fields."""
     p = Path(path)
     if not p.exists() and not p.suffix:
-        p = PIPELINES_DIR / f"{path}.toml"
+        p = preset_path(str(path))
     if not p.is_file():
-        names = ", ".join(sorted(f.stem for f in PIPELINES_DIR.glob("*.toml"))) or "none"
+        names = ", ".join(preset_names()) or "none"
         raise UserError(f"pipeline preset '{path}' not found (bundled presets: {names})")
     try:
         data = tomllib.loads(p.read_text())

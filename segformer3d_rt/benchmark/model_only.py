@@ -1,4 +1,5 @@
-"""`segformer3d-rt bench`: model-only and whole-pipeline measurements, CPU or GPU.
+"""The model-only benchmark core of `segformer3d-rt bench` (the command, and the whole-pipeline comparison,
+are in ``commands/bench.py``), CPU or GPU.
 
 Model-only: every combination of input size x batch x precision x mode, after warm-up; GPU work is
 timed with CUDA events, CPU work with perf_counter. Fidelity of fp16/bf16 against fp32 on the same
@@ -14,11 +15,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .errors import UserError
-from .model import SegFormer3D, SegFormerOutput
-from .model.folding import fold
-from .pipeline.infer import CudaGraphRunner
-from .pipeline.stats import summarise
+from ..errors import UserError
+from ..model import SegFormer3D, SegFormerOutput
+from ..model.folding import fold
+from ..pipeline.stats import summarise
+from ..runtime.cuda_graph import CudaGraphRunner
+from ..runtime.device import autocast, precision_dtype
+from ..runtime.normalize import normalize
 
 MODES = ("eager", "folded", "compile", "cudagraph")
 
@@ -31,19 +34,15 @@ class BenchCase:
     mode: str  # eager | folded | compile | cudagraph
 
 
-_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 def make_forward(model: SegFormer3D, device: torch.device, precision: str, mode: str,
                  example: torch.Tensor) -> Callable[[torch.Tensor], SegFormerOutput]:
-    dtype = _DTYPES[precision]
+    dtype = precision_dtype(precision)
     if precision == "fp16" and device.type != "cuda":
         raise UserError("fp16 needs CUDA; use fp32 or bf16 on CPU")
     net: torch.nn.Module = model if mode == "eager" else fold(model)
 
     def forward(x: torch.Tensor) -> SegFormerOutput:
-        ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with ctx:
+        with autocast(device, dtype):
             return net(x)
 
     if mode in ("eager", "folded"):
@@ -88,14 +87,11 @@ def time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: tor
 def example_input(model: SegFormer3D, batch: int, size: tuple[int, int]) -> torch.Tensor:
     """A normalised driving scene from the held-out synthetic world: fidelity of fp16 against fp32 is
     only meaningful on an image the network has an opinion about (noise gives near-tied logits)."""
-    from .data.registry import HELD_OUT_SEED, SEED_STRIDE
-    from .synthetic import render_sample
+    from ..synthetic import HELD_OUT_SEED, SEED_STRIDE, render_sample
 
     image = render_sample(HELD_OUT_SEED * SEED_STRIDE, *size).image
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
-    mean = torch.tensor(model.meta.mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.meta.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).repeat(batch, 1, 1, 1)
+    return normalize(x, model.meta.mean, model.meta.std).repeat(batch, 1, 1, 1)
 
 
 @torch.inference_mode()

@@ -6,7 +6,6 @@ whose metric scale may not fit the camera, after per-image median scaling.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -14,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .model import SegFormer3D
-from .pipeline.preprocess import model_input_size
+from ..model import SegFormer3D
+from ..runtime.device import autocast
+from ..runtime.normalize import Normalizer
+from ..runtime.sizes import model_input_size
 
 
 def _collate(samples: list) -> list:
@@ -37,15 +38,14 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
         try:
             lut = torch.from_numpy(space.group_lut(tuple(meta.class_names)).astype(np.int64)).to(device)
         except ValueError as e:
-            from .errors import UserError
+            from ..errors import UserError
 
             raise UserError(f"cannot score this model on {space.name}: {e}") from None
     class_names = list(space.names) if space is not None else list(meta.class_names)
     seg = SegMetrics(len(class_names))
     dep = DepthMetrics(max_depth=max_depth)
     dep_scaled = DepthMetrics(max_depth=max_depth)
-    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    normalise = Normalizer(meta.mean, meta.std, device)
     box = input_box or tuple(meta.input_size)
     n = len(data) if limit is None else min(limit, len(data))
     subset = torch.utils.data.Subset(data, range(n))
@@ -57,9 +57,8 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
             x = torch.from_numpy(np.ascontiguousarray(sample.image)).to(device).permute(2, 0, 1)[None].float() / 255
             size = model_input_size((h, w), box)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-            ctx = torch.autocast(device.type, dtype=precision) if precision else contextlib.nullcontext()
-            with ctx:
-                out = model((x - mean) / std)
+            with autocast(device, precision):
+                out = model(normalise(x))
             if sample.labels is not None:
                 logits = F.interpolate(out.seg_logits.float(), size=(h, w), mode="bilinear", align_corners=False)
                 pred = logits.argmax(1)[0]

@@ -1,12 +1,18 @@
-"""`segformer3d-rt run`: build the stages from a RunConfig, run them, report."""
+"""One run of the pipeline: build the stages from a RunConfig, run them, return (exit code, report).
+
+The report (``execute``'s second value; what ``run --stats-json`` writes) holds ``version``, ``source`` (spec,
+description, fps, decoder, frame_count, live), ``model`` (weights, variant, input_box, input_sizes, device,
+precision, batch_size, folded_heads, cuda_graphs, device_stages), ``outputs``, the statistics snapshot
+(:meth:`PipelineStats.snapshot`: frames, throughput, latencies, ...), ``interrupted``, ``error`` and ``config``.
+What the command adds around it (signals, the printed summary, the JSON file) is in ``commands/run.py``.
+"""
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import os
-import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -15,28 +21,19 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..config import RunConfig, as_dict
 from ..errors import SinkError, UserError
 from ..model import SegFormer3D, load_model
+from ..runtime.bundled import default_weights
+from ..runtime.device import precision_name, resolve_device, resolve_precision
+from .config import RunConfig, as_dict
 from .dashboard import Dashboard
-from .infer import InferenceEngine, resolve_device, resolve_precision
+from .infer import InferenceEngine
 from .preprocess import Preprocessor
-from .runner import Pipeline, PipelineParts, Processed
+from .runner import Pipeline, PipelineParts
 from .stats import PipelineStats
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_WEIGHTS = REPO_ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
-
-
-def default_weights() -> Path:
-    env = os.environ.get("SEGFORMER3D_RT_WEIGHTS")
-    path = Path(env) if env else BUNDLED_WEIGHTS
-    if not path.is_file():
-        raise UserError(f"no --weights given and the bundled weights are missing ({path}); "
-                        "pass --weights FILE (any supported checkpoint)")
-    return path
 
 
 def load_network(cfg: RunConfig) -> tuple[SegFormer3D, str]:
@@ -139,47 +136,15 @@ def _renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
     return render_on_host
 
 
-class _Signals:
-    """First Ctrl-C / SIGTERM: stop capture and drain. Second: abort everything."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.count = 0
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.count += 1
-        self.pipeline.interrupted = True
-        if self.count == 1:
-            self.pipeline.request_stop()
-        else:
-            self.pipeline.abort.set()
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+Interrupts = Callable[[Pipeline], contextlib.AbstractContextManager]
 
 
-def run(cfg: RunConfig) -> int:
-    """Run the whole pipeline; returns the process exit code (errors raise a one-line UserError)."""
-    code, report = execute(cfg)
-    if report["error"]:
-        raise _Reported(report["error"], code)
-    return code
-
-
-def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
-    """Run the whole pipeline; returns (exit code, the statistics report)."""
+def execute(cfg: RunConfig, interrupts: Interrupts | None = None) -> tuple[int, dict[str, Any]]:
+    """Run the whole pipeline; returns (exit code, the statistics report). ``interrupts(pipeline)``: a context held
+    while the stages run (the command's signal handling; none by default). Errors of the setup (bad weights,
+    source, outputs) raise a one-line UserError; errors while running end up in the report and the code."""
     from .sources import open_source
 
-    if cfg.stats_json:
-        _check_writable(cfg.stats_json)
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     model, weights_path = load_network(cfg)
@@ -209,7 +174,7 @@ def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         if cfg.max_frames is not None:
             total = min(total, cfg.max_frames) if total else cfg.max_frames
         dash = Dashboard(stats, cfg.progress, total, source.fps, source.description)
-        with _Signals(pipeline), dash:
+        with (interrupts or _no_interrupts)(pipeline), dash:
             pipeline.start()
             while pipeline.alive():
                 pipeline.pump()
@@ -226,20 +191,13 @@ def execute(cfg: RunConfig) -> tuple[int, dict[str, Any]]:
     snap = stats.snapshot(source.fps if not live else None)
     error = _error_line(pipeline, close_error)
     report = _report(cfg, snap, source, weights_path, model, device, dtype, box, out_names, live, pipeline, error)
-    dash.summary(snap)
-    if cfg.stats_json:
-        _write_json(cfg.stats_json, report)
     if error:
         return error[1], report
     return (130 if pipeline.interrupted else 0), report
 
 
-class _Reported(UserError):
-    """An error raised after the summary was printed and the outputs were finalised."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.exit_code = code
+def _no_interrupts(pipeline: Pipeline) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
 
 
 def _error_line(pipeline: Pipeline, close_error: UserError | None) -> tuple[str, int] | None:
@@ -265,7 +223,7 @@ def _report(cfg: RunConfig, snap: dict, source: Any, weights: str, model: SegFor
                    "frame_count": source.frame_count, "live": live},
         "model": {"weights": weights, "variant": model.meta.variant, "input_box": list(box),
                   "input_sizes": sizes, "device": str(device),
-                  "precision": {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype],
+                  "precision": precision_name(dtype),
                   "batch_size": pipeline.p.batch_size, "folded_heads": cfg.fold_heads,
                   "cuda_graphs": pipeline.p.engine.cuda_graphs, "device_stages": pipeline.p.engine.keep_on_device},
         "outputs": outputs,
@@ -274,24 +232,3 @@ def _report(cfg: RunConfig, snap: dict, source: Any, weights: str, model: SegFor
         "error": error[0] if error else None,
         "config": as_dict(cfg),
     }
-
-
-def _check_writable(path: str) -> None:
-    """Fail before processing, not after, when the stats file cannot be written."""
-    parent = Path(path).parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if Path(path).is_dir() or not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UserError(f"cannot write stats to '{path}': not a writable location")
-
-
-def _write_json(path: str, report: dict[str, Any]) -> None:
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".partial")
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        tmp.replace(p)
-    except OSError as e:
-        raise UserError(f"cannot write stats to '{path}': {e.strerror or e}") from None

@@ -1,8 +1,8 @@
 """`eval`: load, evaluate, print a per-class table and depth metrics (or JSON)."""
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -52,32 +52,46 @@ def print_report(result: dict, console: Console) -> None:
         console.print("depth: no depth ground truth or no depth head")
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    from ..config import parse_size
-    from ..data.registry import open_dataset
-    from ..evaluate import evaluate
-    from ..model import load_model
-    from ..pipeline.app import default_weights
-    from ..pipeline.infer import resolve_device, resolve_precision
+@dataclass
+class EvalConfig:
+    """What `eval` scores: a checkpoint (None: the bundled weights) on a dataset spec."""
 
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    weights = args.weights or str(default_weights())
+    data: str
+    weights: str | None = None
+    split: str = "val"
+    input_size: tuple[int, int] | None = None  # model input box; None: the checkpoint's
+    max_depth: float = 80.0  # ground truth beyond this is ignored
+    limit: int | None = None  # only the first N images
+    device: str = "auto"
+    precision: str = "fp32"  # fp32 | fp16 | bf16
+    workers: int = 0
+    json: str | None = None  # write JSON to this path, or to stdout with "-"
+
+
+def run_eval(cfg: EvalConfig) -> int:
+    from ..data.registry import open_dataset
+    from ..evaluation.evaluate import evaluate
+    from ..model import load_model
+    from ..runtime.bundled import default_weights
+    from ..runtime.device import resolve_device, resolve_precision
+
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    weights = cfg.weights or str(default_weights())
     model = load_model(weights)
-    data = open_dataset(args.data, args.split, default_length=200, default_seed=7)
-    box = parse_size(args.input_size) if args.input_size else None
-    result = evaluate(model, data, device, input_box=box, max_depth=args.max_depth, limit=args.limit,
-                      workers=args.workers, precision=precision)
+    data = open_dataset(cfg.data, cfg.split, default_length=200, default_seed=7)
+    result = evaluate(model, data, device, input_box=cfg.input_size, max_depth=cfg.max_depth, limit=cfg.limit,
+                      workers=cfg.workers, precision=precision)
     result["weights"] = weights
-    result["data"] = args.data
-    if args.json:
+    result["data"] = cfg.data
+    if cfg.json:
         text = json.dumps(result, indent=2, default=float)
-        if args.json == "-":
+        if cfg.json == "-":
             print(text)
             return 0
         try:
-            Path(args.json).write_text(text)
+            Path(cfg.json).write_text(text)
         except OSError as e:
-            raise UserError(f"cannot write '{args.json}': {e.strerror}") from None
+            raise UserError(f"cannot write '{cfg.json}': {e.strerror}") from None
     print_report(result, Console())
     return 0

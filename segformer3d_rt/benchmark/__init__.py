@@ -1,0 +1,1 @@
+"""Benchmarks: :mod:`.model_only` (the network alone, every size x batch x precision x mode)."""

@@ -1,0 +1,1 @@
+"""Evaluation: :mod:`.evaluate` (evaluate a checkpoint on a dataset) and :mod:`.metrics`."""

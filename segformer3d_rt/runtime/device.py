@@ -1,0 +1,52 @@
+"""Devices and precisions: user names ('auto', 'cuda:1', 'fp16', ...) -> torch objects, and the one table of
+precision names and the autocast dtypes they stand for."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..errors import UserError
+
+# precision name <-> autocast dtype; None: fp32, no autocast
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def precision_dtype(name: str) -> torch.dtype | None:
+    """'fp32' | 'fp16' | 'bf16' -> the autocast dtype (None for fp32); KeyError for other names."""
+    return PRECISIONS[name]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The inverse of :func:`precision_dtype`."""
+    return next(name for name, d in PRECISIONS.items() if d == dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{name}' requested but CUDA is not available (torch {torch.__version__})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device '{name}' does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    return dev
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """None means fp32 (no autocast). auto: fp16 autocast on CUDA, fp32 on CPU."""
+    if name == "auto":
+        return precision_dtype("fp16") if device.type == "cuda" else None
+    if name == "fp32":
+        return None
+    if name == "fp16":
+        if device.type != "cuda":
+            raise UserError("fp16 needs a CUDA device; use --precision fp32 or bf16 on CPU")
+        return precision_dtype("fp16")
+    return precision_dtype("bf16")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device``; nothing for None (fp32)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -1,0 +1,27 @@
+"""Image sizes: 'HxW' text -> (H, W), and the model input size a frame is resized to."""
+from __future__ import annotations
+
+from ..errors import UserError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256x512' -> (256, 512), height first."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"size '{text}' is not HxW, e.g. 512x1024") from None
+    if h < 32 or w < 32:
+        raise UserError(f"size '{text}' is too small (at least 32x32)")
+    return h, w
+
+
+def model_input_size(frame_hw: tuple[int, int], box_hw: tuple[int, int], multiple: int = 32) -> tuple[int, int]:
+    """Fit the frame into the box keeping its aspect ratio, then round each side to a multiple of 32.
+
+    Rounding (rather than padding) keeps every input pixel useful; the aspect ratio is kept to within
+    one 32-pixel step.
+    """
+    h, w = frame_hw
+    s = min(box_hw[0] / h, box_hw[1] / w)
+    return (max(multiple, int(round(h * s / multiple)) * multiple),
+            max(multiple, int(round(w * s / multiple)) * multiple))

@@ -1,0 +1,1 @@
+"""Training: :mod:`.train` (TrainConfig, train, the data mix) and :mod:`.losses`."""
