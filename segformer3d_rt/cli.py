@@ -210,7 +210,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train the dual-head network. Datasets: synthetic[:seed=N,n=N,size=HxW] "
                                    "(rendered on the fly), camvid:ROOT, cityscapes:ROOT, npy:ROOT (original "
                                    "Segformer3D layout). Give --data several times to mix datasets; each spec may "
-                                   "add weight=W (sampling weight), crop=HxW and scale=LOW-HIGH, e.g. "
+                                   "add weight=W (sampling weight), crop=HxW, scale=LOW-HIGH and sky=M (sky depth target, metres), e.g. "
                                    "--data synthetic:size=128x256,weight=1,scale=1-1 --data camvid:ROOT,weight=2. "
                                    "Each loss is computed only where its labels exist.")
     t.add_argument("--data", action="append", help="dataset spec, repeatable (default synthetic)")
@@ -250,7 +250,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--balance", type=float, help="rare-label weighting power for datasets that count their labels "
                    "(CamVid): (median freq / freq) ** POWER (default 0.5; 0 = off)")
     t.add_argument("--sky-depth", type=float, help="depth target in metres for sky pixels without depth "
-                   "(default 100: sky is taught as far; 0 = off)")
+                   "(default 100: sky is taught as far; 0 = off; per dataset: sky=M in its spec)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="mIoU and depth metrics of a checkpoint on a dataset",

@@ -268,9 +268,27 @@ def test_sky_is_taught_as_far():
     assert (depth[0][:3] == 100.0).all() and (depth[0][3:] == 0).all()  # only sky gets a target
 
 
+def test_per_dataset_sky_depth_and_the_runs_input_size(tmp_path):
+    from segformer3d_rt import load_model
+    from segformer3d_rt.training.train import build_sources
+
+    cfg = TrainConfig(data=("synthetic:size=32x64,sky=0", "synthetic:size=32x64"), sky_depth=80.0)
+    a, b = build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)
+    assert a.data.sky_depth == 0.0 and b.data.sky_depth == 80.0
+    # fine-tuning a full checkpoint keeps its classes and depth units but records this run's input size
+    first = train(TrainConfig(data=("synthetic:size=32x64",), crop=(32, 64), steps=1, batch_size=2, workers=0,
+                              progress="none", out=str(tmp_path / "a"), threads=1))
+    second = train(TrainConfig(data=("synthetic:size=32x64",), crop=(32, 64), steps=1, batch_size=2, workers=0,
+                               progress="none", out=str(tmp_path / "b"), threads=1, init=str(first),
+                               input_size=(96, 160)))
+    assert load_model(first).meta.input_size == (32, 64)
+    meta = load_model(second).meta
+    assert meta.input_size == (96, 160) and "--steps 1" in meta.description
+
+
 def test_bad_mix_options_are_one_clear_error(tmp_path):
     for spec, msg in (("synthetic:weight=abc", "weight= wants a number"), ("synthetic:weight=0", "must be > 0"),
-                      ("synthetic:scale=2", "scale= wants LOW-HIGH")):
+                      ("synthetic:scale=2", "scale= wants LOW-HIGH"), ("synthetic:sky=-1", "sky= must be >= 0")):
         cfg = TrainConfig(data=(spec,), steps=1, out=str(tmp_path / "r"), progress="none", workers=0)
         with pytest.raises(UserError, match=msg):
             train(cfg)

@@ -165,17 +165,25 @@ def sampling_plan(sizes: list[int], weights: list[float], steps: int, batch_size
     return plan
 
 
-def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tuple[float, float]]:
+def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tuple[float, float], float]:
+    """weight=, crop=, scale= and sky= of one --data spec (defaults: 1, --crop, --scale, --sky-depth)."""
     from ..data.registry import split_spec
     from ..runtime.sizes import parse_size
 
     _, _, opts = split_spec(spec)
-    try:
-        weight = float(opts.get("weight", 1.0))
-    except ValueError:
-        raise UserError(f"'{spec}': weight= wants a number, not '{opts['weight']}'") from None
+
+    def number(key: str, default: float) -> float:
+        try:
+            return float(opts.get(key, default))
+        except ValueError:
+            raise UserError(f"'{spec}': {key}= wants a number, not '{opts[key]}'") from None
+
+    weight = number("weight", 1.0)
     if not weight > 0:
         raise UserError(f"'{spec}': weight= must be > 0")
+    sky = number("sky", cfg.sky_depth)
+    if sky < 0:
+        raise UserError(f"'{spec}': sky= must be >= 0 (metres; 0 = no sky depth target)")
     crop = parse_size(opts["crop"]) if "crop" in opts else tuple(cfg.crop)
     scale = tuple(cfg.scale)
     if "scale" in opts:
@@ -186,7 +194,7 @@ def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tup
         if not 0 < lo <= hi:
             raise UserError(f"'{spec}': scale= needs 0 < LOW <= HIGH")
         scale = (lo, hi)
-    return weight, crop, scale
+    return weight, crop, scale, sky
 
 
 def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[float, ...],
@@ -196,7 +204,7 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
 
     sources = []
     for i, spec in enumerate(cfg.data):
-        weight, crop, scale = _parse_mix(spec, cfg)
+        weight, crop, scale, sky_depth = _parse_mix(spec, cfg)
         # the synthetic world is rendered on demand: a fixed, large length keeps the sample order
         # independent of --steps, which is what makes --resume continue exactly
         base = open_dataset(spec, cfg.split, default_length=1_000_000, default_seed=cfg.seed)
@@ -212,7 +220,7 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
             sky = tuple(j for j, m in enumerate(space.members) if m == (SKY,))
         else:
             sky = tuple(j for j, n in enumerate(class_names) if n == SKY)
-        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, cfg.sky_depth)
+        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth)
         counts = base.label_histogram() if hasattr(base, "label_histogram") else None
         label_weights = None if counts is None else balanced_weights(counts, cfg.balance)
         sources.append(Source(spec, data, weight, membership, label_weights))
@@ -244,6 +252,10 @@ def _schedule(cfg: TrainConfig):
     return factor
 
 
+def _description(cfg: TrainConfig) -> str:
+    return f"segformer3d-rt train --data {' --data '.join(cfg.data)} --steps {cfg.steps} --seed {cfg.seed}"
+
+
 def build_training_model(cfg: TrainConfig) -> tuple[SegFormer3D, str]:
     """Fresh model, initialised from a MiT file (encoder) or any full checkpoint when asked."""
     if cfg.init:
@@ -257,13 +269,17 @@ def build_training_model(cfg: TrainConfig) -> tuple[SegFormer3D, str]:
                 if k.startswith("depth_head.") and k not in sd:
                     sd[k] = own[k]
             load_state_strict(model, sd, f"'{cfg.init}' ({ckpt.format})")
+            # classes, palette, normalisation and depth units come from the checkpoint; the recommended input
+            # size and the description are this run's
+            model.meta = replace(model.meta, input_size=tuple(cfg.input_size or model.meta.input_size),
+                                 source_format="segformer3d-rt", description=_description(cfg))
             return model, f"all weights from {cfg.init} ({ckpt.format})"
     try:
         model = build_model(cfg.variant, num_classes=cfg.num_classes, depth=True, decoder_dim=cfg.decoder_dim)
     except ValueError as e:
         raise UserError(str(e)) from None
     model.meta = replace(model.meta, input_size=tuple(cfg.input_size or cfg.crop), source_format="segformer3d-rt",
-                         description=f"segformer3d-rt train --data {' --data '.join(cfg.data)} --steps {cfg.steps} --seed {cfg.seed}")
+                         description=_description(cfg))
     if cfg.init:
         fmt = load_encoder(model, cfg.init)
         return model, f"encoder from {cfg.init} ({fmt})"
