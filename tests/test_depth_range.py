@@ -17,6 +17,35 @@ def _style(**kw) -> RenderStyle:
                        legend=False, hud=False, **kw)
 
 
+def _cityscapes_style(**kw) -> RenderStyle:
+    from segformer3d_rt.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    return RenderStyle(palette=np.array(CITYSCAPES_PALETTE, np.uint8), class_names=CITYSCAPES_CLASSES, view="depth",
+                       legend=False, hud=False, **kw)
+
+
+def test_the_sky_is_never_drawn_near():
+    """A network that puts the sky at 1 m: drawn in the far colour, and left out of the colour range."""
+    from segformer3d_rt.pipeline.render import colormap_lut, frame_depth_range
+
+    depth = np.tile(np.linspace(5.0, 40.0, 16, dtype=np.float32)[:, None], (1, 24))  # rows: near at the top
+    depth[:4] = 1.0  # the sky, predicted as the nearest thing in the scene
+    classes = np.zeros((64, 96), np.uint8)  # road
+    classes[:16] = 10  # sky (class map at 4x the depth resolution, like the model's)
+    img = np.zeros((64, 96, 3), np.uint8)
+    style = _cityscapes_style()
+    out = render_frame(img, classes, depth, style)
+    far_colour = colormap_lut("turbo")[0]
+    assert (out[:16] == far_colour).all()
+    assert frame_depth_range(depth, classes, style)[0] > 5.0 - 1e-6  # 1 m sky left out of the range
+    plain = render_frame(img, classes, depth, _cityscapes_style(sky_far=False))
+    assert not (plain[:16] == far_colour).all()  # without the rule, the sky would be drawn near
+    torch_out = TorchRenderer(style).render(torch.from_numpy(img), torch.from_numpy(classes), torch.from_numpy(depth))
+    assert np.abs(torch_out.astype(int) - out.astype(int)).max() <= 1
+    ranges = TorchRenderer(style).frame_ranges(torch.from_numpy(depth), torch.from_numpy(classes))
+    assert ranges[0] == pytest.approx(frame_depth_range(depth, classes, style))
+
+
 def test_smoothed_range_moves_far_less_than_per_frame_ranges():
     rng = np.random.default_rng(0)
     smooth = SmoothedDepthRange(0.05)

@@ -10,6 +10,8 @@ Conventions shared by both back ends (kept identical so that they agree to a lev
   resize that produced the model input), depth maps with bilinear (half-pixel centres);
 * invalid depth (<= 0, NaN, inf) is black; resizing ignores invalid pixels (normalised bilinear);
 * depth colour: index 255 of a colour map is NEAR (warm/bright), index 0 is FAR (cold/dark);
+* pixels classified as sky are drawn in the colour map's far colour and left out of the depth range (a
+  monocular network's depth for the sky means nothing, and a near-looking sky is what users notice first);
 * the robust depth range is the 2nd..98th percentile of the valid pixels of the raw depth map,
   computed with integer positions so both back ends pick the same samples; over a video it is smoothed
   (:class:`SmoothedDepthRange`), since a range recomputed per frame makes the colours flicker.
@@ -17,11 +19,13 @@ Conventions shared by both back ends (kept identical so that they agree to a lev
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import cv2
 import numpy as np
+
+from ..labels import SKY
 
 from ..runtime.cache import LRUCache
 
@@ -80,6 +84,8 @@ class RenderStyle:
     colormap: str = "turbo"  # depth colour map; near is warm/bright, far is cold/dark
     depth_range: tuple[float, float] | None = None  # (near, far); None: per-frame robust range
     hud: bool = True
+    sky_far: bool = True  # draw the class named "sky" (labels.SKY) as far, whatever its depth
+    sky_class: int | None = field(default=None, init=False)  # its index, found from class_names
 
     def __post_init__(self) -> None:
         # Normalise what callers pass from configs/metadata (tuples of tuples, lists) once here.
@@ -102,6 +108,8 @@ class RenderStyle:
             if not (np.isfinite(near) and np.isfinite(far) and near < far):
                 raise ValueError(f"depth_range must be (near, far) with near < far, got {self.depth_range}")
             object.__setattr__(self, "depth_range", (near, far))
+        sky = self.class_names.index(SKY) if self.sky_far and SKY in self.class_names else None
+        object.__setattr__(self, "sky_class", sky)
 
 
 # ----------------------------------------------------------------------------- lookup tables
@@ -308,16 +316,39 @@ def colorize_depth(depth: np.ndarray, depth_range: tuple[float, float] | None = 
     return _depth_rgb(d, valid, near, far, colormap_lut(colormap))
 
 
+def sky_at(classes: np.ndarray | None, shape: tuple[int, int], sky_class: int | None) -> np.ndarray | None:
+    """Where the class map says sky, at ``shape`` (the depth map's), or None when there is nothing to mask."""
+    if classes is None or sky_class is None:
+        return None
+    mask = resize_nearest(as_ids(classes), shape) == sky_class
+    return mask if mask.any() else None
+
+
+def frame_depth_range(depth: np.ndarray, classes: np.ndarray | None, style: "RenderStyle") -> tuple[float, float]:
+    """The per-frame robust range as the depth panel computes it (sky left out)."""
+    d = np.asarray(depth, dtype=np.float32)
+    valid = valid_depth(d)
+    sky = sky_at(classes, d.shape, getattr(style, "sky_class", None))
+    return robust_depth_range(d, valid if sky is None else valid & ~sky)
+
+
 def depth_panel(depth: np.ndarray, hw: tuple[int, int], depth_range: tuple[float, float] | None,
-                colormap: str) -> np.ndarray:
-    """Colour depth at frame size: the robust range comes from the raw (small) map, then resize."""
+                colormap: str, sky: np.ndarray | None = None) -> np.ndarray:
+    """Colour depth at frame size: the robust range comes from the raw (small) map, then resize.
+    ``sky``: a mask at the depth map's size, drawn in the far colour and left out of the range."""
     d = np.asarray(depth, dtype=np.float32)
     if d.ndim != 2:
         raise ValueError(f"depth map must be h x w, got shape {d.shape}")
     valid = valid_depth(d)
+    if sky is not None:
+        valid &= ~sky
     near, far = depth_range if depth_range is not None else robust_depth_range(d, valid)
     d, valid = resize_depth(d, valid, hw)
-    return _depth_rgb(d, valid, near, far, colormap_lut(colormap))
+    lut = colormap_lut(colormap)
+    rgb = _depth_rgb(d, valid, near, far, lut)
+    if sky is not None:
+        rgb[resize_nearest(sky.view(np.uint8), hw).view(bool)] = lut[0]
+    return rgb
 
 
 # ----------------------------------------------------------------------------- layout
@@ -524,7 +555,8 @@ def render_frame(image: np.ndarray, classes: np.ndarray | None, depth: np.ndarra
         if "overlay" in names:
             panels["overlay"] = blend(img, seg, style.alpha)
     if depth is not None and "depth" in names:
-        panels["depth"] = depth_panel(depth, hw, depth_range or style.depth_range, style.colormap)
+        sky = sky_at(classes, np.asarray(depth).shape, style.sky_class)
+        panels["depth"] = depth_panel(depth, hw, depth_range or style.depth_range, style.colormap, sky)
 
     if len(names) == 1:
         canvas = panels[layout[0][0]]

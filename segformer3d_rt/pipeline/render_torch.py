@@ -149,15 +149,29 @@ class TorchRenderer:
             raise ValueError(f"depth must be (B x) h x w matching the image batch, got {tuple(dep.shape)}")
         return img, cls, dep
 
-    def frame_ranges(self, depth: torch.Tensor | np.ndarray) -> list[tuple[float, float]]:
-        """The per-frame robust (near, far) of a (B x) h x w depth batch, on the host."""
+    def _sky(self, cls: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor | None:
+        sky_class = self.style.sky_class
+        if cls is None or sky_class is None:
+            return None
+        return resize_nearest(cls, shape) == sky_class
+
+    def frame_ranges(self, depth: torch.Tensor | np.ndarray,
+                     classes: torch.Tensor | np.ndarray | None = None) -> list[tuple[float, float]]:
+        """The per-frame robust (near, far) of a (B x) h x w depth batch, on the host (sky left out)."""
         dep = _batched(self._upload(depth), 2).to(torch.float32)
-        near, far = robust_depth_range(dep, valid_depth(dep))
+        valid = valid_depth(dep)
+        cls = None if classes is None else _batched(self._upload(classes), 2)
+        sky = self._sky(cls, tuple(dep.shape[-2:]))
+        near, far = robust_depth_range(dep, valid if sky is None else valid & ~sky)
         return list(zip(near.tolist(), far.tolist()))
 
     def _depth_panel(self, depth: torch.Tensor, hw: tuple[int, int],
-                     depth_range: tuple[float, float] | None = None) -> torch.Tensor:
+                     depth_range: tuple[float, float] | None = None,
+                     cls: torch.Tensor | None = None) -> torch.Tensor:
         valid = valid_depth(depth)
+        sky = self._sky(cls, tuple(depth.shape[-2:]))
+        if sky is not None:
+            valid &= ~sky
         fixed = self._range if depth_range is None else torch.tensor(depth_range, dtype=torch.float32,
                                                                      device=self.device)
         if fixed is not None:
@@ -165,7 +179,10 @@ class TorchRenderer:
         else:
             near, far = robust_depth_range(depth, valid)  # from the raw map, as render.py does
         d, v = resize_depth(depth, valid, hw)
-        return depth_rgb(d, v, near, far, self._depth_lut)
+        rgb = depth_rgb(d, v, near, far, self._depth_lut)
+        if sky is not None:  # the far colour, as render.depth_panel draws it
+            rgb[resize_nearest(sky.to(torch.uint8), hw).bool()] = self._depth_lut[0]
+        return rgb
 
     def _canvas(self, img: torch.Tensor, cls: torch.Tensor | None, dep: torch.Tensor | None,
                 depth_range: tuple[float, float] | None = None) -> torch.Tensor:
@@ -178,7 +195,7 @@ class TorchRenderer:
             if "overlay" in self.panel_names:
                 panels["overlay"] = blend(img, seg, self.style.alpha)
         if dep is not None and "depth" in self.panel_names:
-            panels["depth"] = self._depth_panel(dep, hw, depth_range)
+            panels["depth"] = self._depth_panel(dep, hw, depth_range, cls)
         # Single-panel views are always a fresh tensor (validate_view rules out the bare frame).
         rows = [torch.cat([panels[n] for n in row], dim=2) for row in self.layout]
         return torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
