@@ -95,10 +95,11 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     """A pipelines/*.toml file (or a preset name such as 'webcam') as a dict of RunConfig fields."""
     p = Path(path)
     if not p.exists() and not p.suffix:
-        p = preset_path(str(path))
+        p = preset_path(str(path)) or p
     if not p.is_file():
-        names = ", ".join(preset_names()) or "none"
-        raise UserError(f"pipeline preset '{path}' not found (bundled presets: {names})")
+        names = ", ".join(preset_names()) or "none installed"
+        raise UserError(f"pipeline preset '{path}' not found; the bundled presets are: {names} "
+                        "(or give a .toml file)")
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
