@@ -91,6 +91,7 @@ def _synthetic_frames(n: int, h: int = 360, w: int = 640) -> list[Frame]:
 
 @pytest.mark.cuda
 def test_cuda_graph_engine_matches_eager_and_rebuilds_only_on_new_shapes():
+    """Graphs are captured on a shape's second sighting (the first runs eagerly)."""
     model = load_model(WEIGHTS)
     dev = torch.device("cuda")
     eager = InferenceEngine(model, dev, None, cuda_graphs=False)
@@ -98,12 +99,14 @@ def test_cuda_graph_engine_matches_eager_and_rebuilds_only_on_new_shapes():
     pre = Preprocessor((256, 512))
     frames = _synthetic_frames(3)
     batch = torch.stack([pre(f) for f in frames])
-    for _ in range(3):  # replays, same shape
+    for _ in range(3):  # eager the first time, captured the second, replayed the third; same shape
         a, b = eager(batch), graphed(batch)
     assert len(graphed._graphs) == 1
     assert (a.classes == b.classes).float().mean().item() >= 0.999
     assert torch.allclose(a.depth, b.depth, rtol=1e-3, atol=1e-3)
-    graphed(batch[:2])  # a new shape: a second graph, the first kept
+    graphed(batch[:2])  # a new shape seen once (a file's last batch): run eagerly, nothing captured
+    assert len(graphed._graphs) == 1
+    graphed(batch[:2])  # seen again: a second graph, the first kept
     graphed(batch)
     assert len(graphed._graphs) == 2
 

@@ -20,7 +20,7 @@ from ..model import SegFormer3D, SegFormerOutput
 from ..model.folding import fold
 from ..pipeline.stats import summarise
 from ..runtime.cuda_graph import CudaGraphRunner
-from ..runtime.device import autocast, precision_dtype
+from ..runtime.device import autocast, on_device, precision_dtype
 from ..runtime.normalize import normalize
 
 MODES = ("eager", "folded", "compile", "cudagraph")
@@ -52,7 +52,10 @@ def make_forward(model: SegFormer3D, device: torch.device, precision: str, mode:
     if mode == "cudagraph":
         if device.type != "cuda":
             raise UserError("mode cudagraph needs a CUDA device")
-        return CudaGraphRunner(forward, example)
+        # captured like the timed runs replay it: in inference mode, so that the graph records no autograd
+        # state (saved activations, grad-requiring outputs) and its memory is that of inference alone
+        with torch.inference_mode(), on_device(example.device):
+            return CudaGraphRunner(forward, example)
     raise UserError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
 
 
@@ -64,17 +67,25 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device, warmup: int,
                  iters: int) -> list[float]:
-    """Seconds per call: CUDA events on GPU (after warm-up), perf_counter on CPU."""
+    """Seconds per call: CUDA events on GPU (after warm-up), perf_counter on CPU. The events are recorded on
+    ``device``'s current stream (not the current device's: 'cuda:1' is timed on GPU 1)."""
+    with on_device(device):
+        return _time_forward(fn, x, device, warmup, iters)
+
+
+def _time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device, warmup: int,
+                  iters: int) -> list[float]:
     for _ in range(warmup):
         fn(x)
     _sync(device)
     times = []
     for _ in range(iters):
         if device.type == "cuda":
+            stream = torch.cuda.current_stream(device)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(stream)
             fn(x)
-            end.record()
+            end.record(stream)
             end.synchronize()
             times.append(start.elapsed_time(end) / 1000.0)
         else:

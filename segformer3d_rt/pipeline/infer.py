@@ -3,6 +3,11 @@
 Only uint8 class maps (at model input resolution) and small depth maps (stride 4) cross back to
 the host. On CUDA, batches are uploaded from pinned memory on a side stream so that the copy of
 the next batch overlaps the current compute (see ``upload``/``run``).
+
+CUDA graphs (``cuda_graphs``): a shape is captured the second time it is seen (``capture_after``) and runs
+eagerly the first time, so a file's last short batch or an image folder's one-off size costs no capture;
+every graph of an engine shares one memory pool and one capture stream on the engine's device, and capture
+is thread-local (the other stage threads keep using the GPU meanwhile; see ``runtime/cuda_graph.py``).
 """
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from ..errors import UserError
 from ..model import SegFormer3D
 from ..model.folding import fold
 from ..runtime.cache import LRUCache
-from ..runtime.cuda_graph import CudaGraphRunner
-from ..runtime.device import autocast
+from ..runtime.cuda_graph import CudaGraphRunner, GraphCache
+from ..runtime.device import autocast, explicit_device, on_device
 from ..runtime.normalize import Normalizer
 from .postprocess import upsample_argmax
 
@@ -32,6 +37,9 @@ class BatchResult:
     classes: torch.Tensor  # B x H x W uint8, at model input resolution
     depth: torch.Tensor | None  # B x h x w float32 (stride 4), in the checkpoint's depth unit
     images: torch.Tensor | None = None  # the uploaded frames, kept on the device for GPU rendering
+    # (start, end) CUDA events around the inference work when the result stays on the device (nothing
+    # synchronised, so the wall time of ``run`` is only launch time); see ``gpu_seconds``
+    timing: tuple[torch.cuda.Event, torch.cuda.Event] | None = None
 
 
 class InferenceEngine:
@@ -42,8 +50,10 @@ class InferenceEngine:
     """
 
     def __init__(self, model: SegFormer3D, device: torch.device, precision: torch.dtype | None,
-                 fold_heads: bool = True, cuda_graphs: bool | None = None, keep_on_device: bool = False) -> None:
+                 fold_heads: bool = True, cuda_graphs: bool | None = None, keep_on_device: bool = False,
+                 capture_after: int = 2) -> None:
         self.meta = model.meta
+        device = explicit_device(device)  # 'cuda' -> 'cuda:N': stage threads have their own current device
         self.device = device
         self.dtype = precision
         model = model.to(device).eval()
@@ -52,17 +62,23 @@ class InferenceEngine:
         if self.cuda_graphs and device.type != "cuda":
             raise UserError("CUDA graphs need a CUDA device")
         self.keep_on_device = keep_on_device  # GPU rendering: outputs stay where they were computed
-        # (input shape, model input size) -> graph. 8: a video or camera needs one, plus one for a file's last
-        # short batch; an image folder of mixed sizes a few more. Each graph holds its own memory pool (the
-        # activations of its shape), so the bound caps GPU memory; an evicted graph is just dropped (its
-        # outputs were cloned, nothing else refers to it) and rebuilt if its shape comes back.
-        self._graphs: LRUCache[tuple, CudaGraphRunner] = LRUCache(8)
+        # (input shape, model input size) -> graph, captured on a shape's second sighting. 8: a video or camera
+        # needs one; an image folder of mixed sizes a few more. All graphs share one memory pool (replays are
+        # serial on one stream and their outputs cloned at once, so sharing is safe) and one capture stream on
+        # this device; an evicted graph is just dropped (nothing else refers to it) and rebuilt if its shape
+        # comes back.
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self._capture_stream = torch.cuda.Stream(device) if self.cuda_graphs else None
+        self._graphs = GraphCache(self._build_graph, capture_after=capture_after, maxsize=8)
         self._normalise = Normalizer(self.meta.mean, self.meta.std, device, scale=255.0)  # on raw 0..255 values
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         # (shape, dtype) -> two [pinned buffer, last copy's event]. 4 shapes: a run uses one or two (full and
         # last batch); page-locked host memory is scarce (two full-resolution batches per entry). An evicted
         # pair is just dropped: torch's pinned allocator keeps a block until the copies recorded on it finish.
         self._pinned: LRUCache[tuple, list[list]] = LRUCache(4)
+
+    def _build_graph(self, fn, example: torch.Tensor) -> CudaGraphRunner:
+        return CudaGraphRunner(fn, example, pool=self._graph_pool, stream=self._capture_stream)
 
     def _staging(self, images: torch.Tensor) -> list:
         """The next of two reusable pinned buffers of this shape, once its previous copy has finished:
@@ -112,20 +128,44 @@ class InferenceEngine:
 
     @torch.inference_mode()
     def run(self, batch: DeviceBatch, size: tuple[int, int] | None = None) -> BatchResult:
+        with on_device(self.device):  # calls without a device (synchronise, capture) target this one
+            return self._run(batch, size)
+
+    def _run(self, batch: DeviceBatch, size: tuple[int, int] | None) -> BatchResult:
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.current_stream(self.device) if cuda else None
         if batch.ready is not None:
-            torch.cuda.current_stream(self.device).wait_event(batch.ready)
-        if self.cuda_graphs:
-            graph = self._graphs.get_or_create(  # built once per input shape (while it stays cached)
-                (tuple(batch.images.shape), size),
-                lambda: CudaGraphRunner(lambda t: self._compute(t, size), batch.images))
+            stream.wait_event(batch.ready)
+        timing = None
+        if cuda and self.keep_on_device:  # nothing below synchronises: time the GPU work with events
+            timing = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            timing[0].record(stream)
+        graph = None
+        if self.cuda_graphs:  # None: this shape is new, run eagerly (captured if it comes back)
+            graph = self._graphs.runner_for((tuple(batch.images.shape), size),
+                                            lambda t: self._compute(t, size), batch.images)
+        if graph is not None:
             classes, depth = graph(batch.images)
             classes, depth = classes.clone(), (depth.clone() if depth is not None else None)
         else:
             classes, depth = self._compute(batch.images, size)
+        if timing is not None:
+            timing[1].record(stream)
         if self.keep_on_device:
-            return BatchResult(classes, depth, batch.images)
+            return BatchResult(classes, depth, batch.images, timing)
         # one synchronising transfer of small tensors; the logits never leave the device
         return BatchResult(classes.cpu(), depth.cpu() if depth is not None else None)
 
     def __call__(self, images: torch.Tensor) -> BatchResult:
         return self.run(self.upload(images))
+
+
+def gpu_seconds(timing: tuple | None, host_s: float) -> float:
+    """What a batch cost the inference stage: its host time, or when its GPU work was timed with events (results
+    kept on the device), the longer of the two: launch-bound runs are limited by the host, the rest by the GPU.
+    Call it once ``timing[1]`` has completed (it synchronises on it otherwise)."""
+    if timing is None:
+        return host_s
+    start, end = timing
+    end.synchronize()
+    return max(host_s, start.elapsed_time(end) / 1000.0)

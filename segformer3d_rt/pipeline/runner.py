@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ import torch
 
 from ..errors import UserError
 from .frames import Frame
-from .infer import InferenceEngine
+from .infer import InferenceEngine, gpu_seconds
 from .preprocess import Preprocessor
 from .stats import PipelineStats
 
@@ -78,6 +79,49 @@ class StageQueue:
             except queue.Empty:
                 continue
         return None
+
+
+class DeferredStageTimes:
+    """The inference stage's time per batch when the GPU work is not synchronised (results stay on the device):
+    ``add`` keeps the batch's CUDA events, ``poll`` books every batch whose end event has completed (without
+    waiting), ``flush`` waits for the rest (at the end of the stage). Batches without events are booked at once.
+    ``seconds(timing, host_s)`` gives a finished batch's stage time (:func:`~.infer.gpu_seconds`).
+
+    The inference thread never waits on the GPU for statistics, so nothing is serialised beyond what the
+    pipeline already does; a bounded backlog (``max_pending``) waits for its oldest batch instead of growing.
+    """
+
+    def __init__(self, stats: PipelineStats, stage: str = "inference", max_pending: int = 64,
+                 seconds: Callable[[Any, float], float] = gpu_seconds) -> None:
+        self.stats = stats
+        self.stage = stage
+        self.max_pending = max_pending
+        self._seconds = seconds
+        self._pending: deque[tuple[Any, float, int]] = deque()
+
+    def add(self, timing: Any, host_s: float, frames: int) -> None:
+        if timing is None:
+            self._book(None, host_s, frames)
+            return
+        self._pending.append((timing, host_s, frames))
+        while len(self._pending) > self.max_pending:
+            self._book(*self._pending.popleft())
+        self.poll()
+
+    def poll(self) -> None:
+        while self._pending and self._pending[0][0][1].query():
+            self._book(*self._pending.popleft())
+
+    def flush(self) -> None:
+        while self._pending:
+            self._book(*self._pending.popleft())
+
+    def _book(self, timing: Any, host_s: float, frames: int) -> None:
+        seconds = self._seconds(timing, host_s)
+        self.stats.add_stage(self.stage, seconds / frames, frames=frames)
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 @dataclass
@@ -196,6 +240,11 @@ class Pipeline:
         return batch, False
 
     def _inference(self) -> None:
+        times = DeferredStageTimes(self.stats)
+        self._inference_loop(times)
+        times.flush()  # the last batches' GPU times (not on an error: the stage failed)
+
+    def _inference_loop(self, times: DeferredStageTimes) -> None:
         engine = self.p.engine
         self._held = None
         pending = None  # (batch, device batch) uploaded ahead while the previous one computes
@@ -217,8 +266,8 @@ class Pipeline:
             size = (self.p.preprocess.input_size((first_frame.height, first_frame.width))
                     if self.p.preprocess.resize_on_device else None)
             result = engine.run(dev, size)
-            dt = time.perf_counter() - t0
-            self.stats.add_stage("inference", dt / len(batch), frames=len(batch))
+            # with results kept on the device nothing synchronised: the GPU time comes from the batch's events
+            times.add(getattr(result, "timing", None), time.perf_counter() - t0, len(batch))
             host = not engine.keep_on_device
             for i, (frame, _) in enumerate(batch):
                 classes = result.classes[i]

@@ -24,7 +24,7 @@ from .. import __version__
 from ..errors import SinkError, UserError
 from ..model import SegFormer3D, load_model
 from ..runtime.bundled import default_weights
-from ..runtime.device import precision_name, resolve_device, resolve_precision
+from ..runtime.device import cuda_index, precision_name, resolve_device, resolve_precision
 from .config import RunConfig, as_dict
 from .dashboard import Dashboard
 from .infer import InferenceEngine
@@ -67,8 +67,9 @@ class MainThreadDisplay:
         self.window.close()
 
 
-def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack,
-                cuda: bool = False) -> tuple[list[Any], list[Any], list[str]]:
+def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack, cuda: bool = False,
+                gpu: int | None = None) -> tuple[list[Any], list[Any], list[str]]:
+    """``gpu``: the run's CUDA device index, where NVENC encodes (None: not a CUDA run)."""
     from .sinks import DisplaySink, ImageDirSink, Mp4Sink, choose_encoder
 
     sinks: list[Any] = []
@@ -80,10 +81,10 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack,
         if p.suffix.lower() in VIDEO_SUFFIXES:
             time_base = getattr(source, "time_base", None)
             audio = getattr(source, "path", None) if cfg.audio else None
-            codec, note = choose_encoder(cfg.codec, prefer_hardware=cuda)
-            encoder_line = f"encode {p.name}: {note}"
+            codec, note = choose_encoder(cfg.codec, prefer_hardware=cuda, gpu=gpu)
             sink = Mp4Sink(p, fps=source.fps or 25.0, time_base=time_base, audio_from=audio, codec=codec,
-                           crf=cfg.crf, preset=cfg.preset, bitrate=cfg.bitrate)
+                           crf=cfg.crf, preset=cfg.preset, bitrate=cfg.bitrate, gpu=gpu)
+            encoder_line = f"encode {p.name}: {note}; {sink.quality}"
         elif p.suffix:
             raise UserError(f"output '{out}': unknown kind (use a .mp4/.mkv/.mov file or a directory)")
         else:
@@ -159,9 +160,11 @@ def execute(cfg: RunConfig, interrupts: Interrupts | None = None) -> tuple[int, 
         hw = device.type == "cuda" if cfg.hw_decode is None else cfg.hw_decode
         # CPU inference already uses every core: a single decoder thread costs the least CPU per frame
         threads = 1 if device.type == "cpu" else 0
+        gpu = cuda_index(device)  # NVDEC and NVENC on the run's GPU, not GPU 0
         source = stack.enter_context(open_source(cfg.source, live=cfg.live, timeout_s=cfg.timeout_s,
-                                                 reconnect=cfg.reconnect, hwaccel=hw, decode_threads=threads))
-        sinks, main_thread, out_names = _open_sinks(cfg, source, stack, cuda=device.type == "cuda")
+                                                 reconnect=cfg.reconnect, hwaccel=hw, decode_threads=threads,
+                                                 hw_device=gpu))
+        sinks, main_thread, out_names = _open_sinks(cfg, source, stack, cuda=device.type == "cuda", gpu=gpu)
         live = source.live
         parts = PipelineParts(
             source=source, preprocess=Preprocessor(box, resize_on_device=on_device),

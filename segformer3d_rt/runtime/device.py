@@ -50,3 +50,31 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device``; nothing for None (fp32)."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def cuda_index(device: torch.device | str | None) -> int | None:
+    """The CUDA device index a run uses: None for non-CUDA devices, ``N`` for 'cuda:N', and for a bare 'cuda'
+    torch's current device (0 when CUDA is not initialised). Side streams, events, graph capture, NVDEC
+    (PyAV's HWAccel ``device``) and NVENC (h264_nvenc's ``gpu`` option) all take it from here, so that
+    ``--device cuda:1`` does not quietly put part of the work on GPU 0."""
+    if device is None:
+        return None
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    if dev.index is not None:
+        return dev.index
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+
+def explicit_device(device: torch.device | str) -> torch.device:
+    """'cuda' -> 'cuda:N' (the index :func:`cuda_index` gives); other devices unchanged. A bare 'cuda' means
+    *the calling thread's* current device, which differs between the main thread and the stage threads."""
+    dev = torch.device(device)
+    return torch.device("cuda", cuda_index(dev)) if dev.type == "cuda" else dev
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make ``device`` the current CUDA device for the block (calls without a device, such as
+    ``torch.cuda.synchronize()``, then target it); nothing for other devices."""
+    return torch.cuda.device(device) if torch.device(device).type == "cuda" else contextlib.nullcontext()

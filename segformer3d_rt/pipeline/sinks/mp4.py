@@ -20,7 +20,7 @@ from ...runtime.paths import writable_dir
 from ..frames import Frame
 from ..media import error_reason, exact_rate
 from .base import Sink, check_rgb
-from .encoders import X264_FAMILY, parse_bitrate, video_codec
+from .encoders import encoder_options, parse_bitrate, video_codec
 
 __all__ = ["CONTAINER_FORMATS", "Mp4Sink"]
 
@@ -174,7 +174,7 @@ class Mp4Sink(Sink):
     def __init__(self, path: str | Path, *, fps: float | None, time_base: Fraction | None = None,
                  audio_from: str | Path | None = None, codec: str = "libx264", crf: int | None = 23,
                  preset: str | None = "medium", bitrate: str | None = None, pix_fmt: str = "yuv420p",
-                 options: dict[str, str] | None = None) -> None:
+                 options: dict[str, str] | None = None, gpu: int | None = None) -> None:
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + _PARTIAL_SUFFIX)
         self.fps = fps
@@ -184,7 +184,8 @@ class Mp4Sink(Sink):
         self._rgb_out = av.video.format.VideoFormat(pix_fmt).is_rgb  # e.g. libx264rgb: no YUV conversion
         self._color_range = 2 if pix_fmt.startswith("yuvj") else 1  # yuvj*: full (JPEG) range, else limited
         self._bit_rate = parse_bitrate(bitrate) if bitrate else None
-        self._options = self._codec_options(crf, preset, options)
+        self._gpu = gpu  # NVENC: the run's CUDA device (h264_nvenc's ``gpu`` option)
+        self._options = self._codec_options(crf, preset, options)  # sets self.quality
         self._format = self._container_format()
         if not fps and time_base is None:
             log.warning("%s: no frame rate known; writing 25 fps", self.path.name)
@@ -221,12 +222,10 @@ class Mp4Sink(Sink):
         return pix_fmt
 
     def _codec_options(self, crf: int | None, preset: str | None, extra: dict[str, str] | None) -> dict[str, str]:
-        opts: dict[str, str] = {}
-        if self._codec.name in X264_FAMILY:  # other encoders name these differently or lack them
-            if crf is not None and self._bit_rate is None:
-                opts["crf"] = str(crf)
-            if preset:
-                opts["preset"] = preset
+        """crf/preset in the encoder's own terms (x264: as given; NVENC: rc/cq, p1..p7, gpu; others: none);
+        ``self.quality`` says what is used, in one line."""
+        opts, self.quality = encoder_options(self._codec.name, crf, preset, bitrate=self._bit_rate is not None,
+                                             gpu=self._gpu)
         opts.update({str(k): str(v) for k, v in (extra or {}).items()})
         return opts
 

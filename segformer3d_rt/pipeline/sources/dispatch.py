@@ -26,7 +26,7 @@ def _scheme(spec: str) -> str:
 
 
 def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0, reconnect: bool = True,
-                hwaccel: bool = False, decode_threads: int = 0) -> Source:
+                hwaccel: bool = False, decode_threads: int = 0, hw_device: int | None = None) -> Source:
     """Open a frame source.
 
     ``spec``: a video file path; a camera index ("0") or device path (/dev/video0); an rtsp://, rtmp://,
@@ -37,6 +37,7 @@ def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0,
     ``timeout_s``: open/read timeout of cameras and streams, and how long they may try to reconnect.
     ``hwaccel``: video files try NVIDIA decoding first (a log line says which decoder runs).
     ``decode_threads``: video files' decoder threads (0: FFmpeg's choice, 1: none beside the caller's).
+    ``hw_device``: the CUDA device index NVIDIA decoding uses (None: FFmpeg's default, GPU 0).
     Raises SourceError (one line) when the input cannot be opened.
     """
     spec = str(spec)
@@ -52,4 +53,4 @@ def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0,
     path = Path(spec).expanduser()
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource(path, **kw)
-    return VideoFileSource(path, hwaccel=hwaccel, decode_threads=decode_threads, **kw)
+    return VideoFileSource(path, hwaccel=hwaccel, decode_threads=decode_threads, hw_device=hw_device, **kw)

@@ -14,34 +14,75 @@ from ..frames import Frame
 from ..media import describe_fps, error_reason, stream_fps
 from .base import END, STOPPED, Guard, Pacer, Source, decoded_frames, make_frame
 
-__all__ = ["VideoFileSource"]
+__all__ = ["HW_PIX_FMTS", "NVDEC", "VideoFileSource", "decoder_claim", "hwaccel_device"]
 
 log = logging.getLogger(__name__)
 
 _COUNT_BUDGET_S = 2.0  # time allowed to count a file's frames by demuxing when its header has no count
 
 
-def _open_hw(path: str) -> tuple[av.container.InputContainer | None, str]:
-    """Try NVIDIA decoding (PyAV's CUDA hwaccel; frames come back to host memory as they are read).
-    Returns (container or None, what happened) so the caller can say which decoder runs."""
+NVDEC = "CUDA (NVDEC)"
+# pixel formats of frames that live in a hardware device's memory (FFmpeg's hwaccel formats)
+HW_PIX_FMTS = frozenset({"cuda", "vaapi", "vdpau", "qsv", "d3d11", "d3d11va_vld", "dxva2_vld", "d3d12",
+                         "videotoolbox_vld", "drm_prime", "opencl", "mediacodec", "vulkan"})
+
+
+def hwaccel_device(index: int | None) -> str | None:
+    """The ``device`` argument of PyAV's ``HWAccel("cuda", device=...)`` for a CUDA device index: FFmpeg's CUDA
+    hwdevice takes the index as a string ("1"); None leaves FFmpeg's default (GPU 0)."""
+    if index is None:
+        return None
+    if index < 0:
+        raise ValueError(f"CUDA device index must be >= 0, got {index}")
+    return str(index)
+
+
+def decoder_claim(codec_name: str, *, hw_attached: bool, context_format: str | None = None,
+                  frame_format: str | None = None, decoded: bool = True, reason: str | None = None) -> str:
+    """Which decoder really runs, in words.
+
+    PyAV attaching a CUDA device (``codec_context.is_hwaccel``) only means NVDEC was *offered*: with
+    ``allow_software_fallback`` FFmpeg's get_format picks a software format when the hardware cannot take the
+    stream (profile, size, no free session), and decoding goes on in software. What tells is the format the
+    decoder chose, known once a frame has decoded: the codec context's pixel format (``context_format``) is the
+    hardware one ('cuda') only when frames come from the hardware (PyAV then downloads them, so the frame it
+    hands out is nv12; ``frame_format`` is 'cuda' only for frames left on the device). ``decoded``: False before
+    the first frame (nothing is claimed yet); ``reason``: why hardware was not attached at all."""
+    if not hw_attached:
+        return f"{codec_name} (software" + (f"; {reason})" if reason else ")")
+    if not decoded:
+        return f"{codec_name} (NVDEC requested, unconfirmed until the first frame decodes)"
+    if context_format in HW_PIX_FMTS or frame_format in HW_PIX_FMTS:
+        return NVDEC
+    chose = context_format or frame_format or "unknown"
+    return f"{codec_name} (software; FFmpeg fell back from NVDEC: the decoder chose {chose}, not cuda)"
+
+
+def _open_hw(path: str, device: int | None = None) -> tuple[av.container.InputContainer | None, str]:
+    """Try NVIDIA decoding on CUDA device ``device`` (PyAV's CUDA hwaccel; frames come back to host memory as
+    they are read). Returns (container or None, what happened) so the caller can say which decoder is tried;
+    whether NVDEC really decodes is only known after the first frame (:func:`decoder_claim`)."""
     from av.codec.hwaccel import HWAccel, hwdevices_available
 
     if "cuda" not in hwdevices_available():
         return None, "this FFmpeg build has no CUDA hwaccel"
     try:
-        container = av.open(path, hwaccel=HWAccel("cuda", allow_software_fallback=True))
+        container = av.open(path, hwaccel=HWAccel("cuda", device=hwaccel_device(device),
+                                                  allow_software_fallback=True))
         stream = container.streams.video[0] if container.streams.video else None
     except (av.FFmpegError, OSError) as e:
         return None, f"CUDA decode unavailable: {error_reason(e)}"
     if stream is None or not stream.codec_context.is_hwaccel:
         container.close()
         return None, "CUDA decode unavailable for this stream"
-    return container, "CUDA (NVDEC)"
+    return container, "NVDEC" + (f" on GPU {device}" if device is not None else "")
 
 
-def _open_video(path: str, hwaccel: bool = False) -> av.container.InputContainer:
+def _open_video(path: str, hwaccel: bool = False, hw_device: int | None = None,
+                note: list[str] | None = None) -> av.container.InputContainer:
     """Open ``path`` with PyAV and check it has a decodable video stream (SourceError otherwise).
-    ``hwaccel``: try NVIDIA decoding first, falling back to FFmpeg's software decoder."""
+    ``hwaccel``: try NVIDIA decoding first (on CUDA device ``hw_device``), falling back to FFmpeg's software
+    decoder; ``note`` receives why hardware decoding was not attached."""
     what = f"cannot open video '{path}'"
     p = Path(path)
     if not p.exists():
@@ -49,11 +90,13 @@ def _open_video(path: str, hwaccel: bool = False) -> av.container.InputContainer
     if p.is_dir():
         raise SourceError(f"{what}: it is a directory")
     if hwaccel:
-        container, note = _open_hw(path)
+        container, why = _open_hw(path, hw_device)
         if container is not None:
-            log.info("decode: %s", note)
+            log.debug("decode: trying %s (confirmed or not with the first frame)", why)
             return container
-        log.info("decode: software (%s)", note)
+        log.info("decode: software (%s)", why)
+        if note is not None:
+            note.append(why)
     try:
         container = av.open(path)
     except av.error.InvalidDataError:
@@ -97,16 +140,20 @@ class VideoFileSource(Source):
     """A video file decoded with PyAV (threaded decoding), every frame in order with its exact timestamps."""
 
     def __init__(self, path: str | Path, *, live: bool = False, hwaccel: bool = False,
-                 decode_threads: int = 0) -> None:
+                 decode_threads: int = 0, hw_device: int | None = None) -> None:
         self.path = str(path)
         self.live = live
         self._decode_threads = decode_threads
         self.reconnects = 0
         self._name = Path(self.path).name
         self._hwaccel = hwaccel
-        self._container: av.container.InputContainer | None = _open_video(self.path, hwaccel)
-        self.decoder = "CUDA (NVDEC)" if self._container.streams.video[0].codec_context.is_hwaccel else (
-            f"{self._container.streams.video[0].codec_context.name} (software)")
+        self._hw_device = hw_device  # the run's CUDA device index (None: FFmpeg's default)
+        why: list[str] = []
+        self._container: av.container.InputContainer | None = _open_video(self.path, hwaccel, hw_device, why)
+        ctx = self._container.streams.video[0].codec_context
+        # until a frame decodes, only what was attached is known (see decoder_claim)
+        self.decoder = decoder_claim(ctx.name, hw_attached=ctx.is_hwaccel, decoded=False,
+                                     reason=why[0] if why else None)
         self._frames_it: Iterator[av.VideoFrame] | None = None
         self._guard = Guard(self._release)
         stream = self._container.streams.video[0]
@@ -135,7 +182,7 @@ class VideoFileSource(Source):
 
     def _start(self) -> Iterator[av.VideoFrame]:
         if self._container is None:  # a second pass: open the file again
-            self._container = _open_video(self.path, self._hwaccel)
+            self._container = _open_video(self.path, self._hwaccel, self._hw_device)
         stream = self._container.streams.video[0]
         stream.codec_context.thread_count = self._decode_threads
         if self._decode_threads != 1:
@@ -162,6 +209,8 @@ class VideoFileSource(Source):
                     return
                 if item is END:
                     break
+                if index == 0 and self._guard.call(lambda: self._confirm_decoder(item)) is STOPPED:
+                    return
                 frame = self._convert(index, item)
                 last_end = (frame.pts or 0.0) + self._span_s(item)
                 if pacer is not None and frame.pts is not None and not pacer.wait(frame.pts):
@@ -174,6 +223,19 @@ class VideoFileSource(Source):
                 raise SourceError(self._damage(index, problem))
         finally:
             self._guard.release()
+
+    def _confirm_decoder(self, av_frame: av.VideoFrame) -> None:
+        """After the first frame: say which decoder really runs (NVDEC only when the decoder chose CUDA frames)."""
+        if self._container is None:
+            return
+        ctx = self._container.streams.video[0].codec_context
+        if not ctx.is_hwaccel:  # software from the start: said when the file opened
+            return
+        fmt = ctx.format
+        frame_fmt = av_frame.format
+        self.decoder = decoder_claim(ctx.name, hw_attached=True, context_format=fmt.name if fmt else None,
+                                     frame_format=frame_fmt.name if frame_fmt else None)
+        log.info("decode: %s", self.decoder)
 
     def _convert(self, index: int, av_frame: av.VideoFrame) -> Frame:
         image = av_frame.to_ndarray(format="rgb24")
