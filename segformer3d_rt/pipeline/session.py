@@ -108,7 +108,7 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack, cuda: bool = Fals
 
 def _renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
     """Host rendering (numpy/cv2), or on ``device`` where only the finished frame is downloaded."""
-    from .render import RenderStyle, SmoothedDepthRange, render_frame, robust_depth_range
+    from .render import RenderStyle, SmoothedDepthRange, frame_depth_range, render_frame
 
     try:
         style = RenderStyle(palette=np.asarray(meta.palette, dtype=np.uint8), class_names=tuple(meta.class_names),
@@ -125,14 +125,14 @@ def _renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
         def render_on_device(p: Any, hud: list[str]) -> np.ndarray:
             rng = None
             if smooth is not None and p.depth is not None:
-                rng = smooth.update(*gpu.frame_ranges(p.depth)[0])
+                rng = smooth.update(*gpu.frame_ranges(p.depth, p.classes)[0])
             return gpu.render(p.image, p.classes, p.depth, hud_lines=hud, depth_range=rng)
         return render_on_device
 
     def render_on_host(p: Any, hud: list[str]) -> np.ndarray:
         rng = None
         if smooth is not None and p.depth is not None:
-            rng = smooth.update(*robust_depth_range(np.asarray(p.depth, dtype=np.float32)))
+            rng = smooth.update(*frame_depth_range(p.depth, p.classes, style))
         return render_frame(p.frame.image, p.classes, p.depth, style, hud_lines=hud, depth_range=rng)
     return render_on_host
 
