@@ -228,7 +228,7 @@ def test_inference_engine_caches_are_lru(weights):
     from segformer3d_rt.pipeline.infer import InferenceEngine
 
     engine = InferenceEngine(load_model(weights), torch.device("cpu"), None, cuda_graphs=False)
-    assert isinstance(engine._graphs, LRUCache) and engine._graphs.maxsize == 8
+    assert isinstance(engine._graphs.graphs, LRUCache) and engine._graphs.graphs.maxsize == 8
     assert isinstance(engine._pinned, LRUCache) and engine._pinned.maxsize == 4
 
 
@@ -240,17 +240,19 @@ def test_cuda_graphs_evicted_least_recent_first_and_rebuilt(weights):
     dev = torch.device("cuda")
     eager = InferenceEngine(load_model(weights), dev, None, cuda_graphs=False)
     graphed = InferenceEngine(load_model(weights), dev, None, cuda_graphs=True)
-    graphed._graphs = LRUCache(2)
+    from segformer3d_rt.runtime.cuda_graph import GraphCache
+
+    graphed._graphs = GraphCache(graphed._graphs._build, capture_after=1, maxsize=2)  # capture at first sight
     g = torch.Generator().manual_seed(0)
     shapes = [(1, 64, 128, 3), (2, 64, 128, 3), (1, 96, 128, 3), (1, 64, 128, 3)]
     for shape in shapes:
         x = torch.randint(0, 255, shape, dtype=torch.uint8, generator=g)
         a, b = eager(x), graphed(x)
         assert (a.classes == b.classes).float().mean().item() >= 0.999  # as test_gpu_paths
-        assert len(graphed._graphs) <= 2
+        assert len(graphed._graphs.graphs) <= 2
     # the first shape was evicted by the third and rebuilt by the fourth
-    assert [k[0] for k in graphed._graphs.keys()] == [shapes[2], shapes[3]]
-    assert graphed._graphs.evictions == 2
+    assert [k[0] for k in graphed._graphs.graphs.keys()] == [shapes[2], shapes[3]]
+    assert graphed._graphs.graphs.evictions == 2
     ring = graphed._pinned.values()
     assert len(graphed._pinned) == 3 and all(len(r) == 2 for r in ring)
 

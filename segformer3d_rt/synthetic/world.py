@@ -32,17 +32,16 @@ import cv2
 import numpy as np
 
 from . import scene as sc
+from .. import labels
+from ..labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE
 from .raster import Camera, FaceBuilder, Faces, rasterize
 from .shade import TEXTURES, shade
 
 __all__ = ["SyntheticFrame", "SyntheticWorld", "Camera", "render_sample", "sample_drive", "CLASS_NAMES",
            "IGNORE", "SKY"]
 
-CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-               "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
-               "bicycle")
-IGNORE = 255
-SKY = 10
+CLASS_NAMES = CITYSCAPES_CLASSES  # the world is labelled in Cityscapes train ids
+SKY = CITYSCAPES_CLASSES.index(labels.SKY)
 _BEHIND = 30.0  # metres of road behind the camera still generated (long buildings reach into view)
 _CACHE_MAX = 256  # segments kept per world; a video only ever needs the few dozen around the camera
 
@@ -200,10 +199,7 @@ def render_sample(seed: int, height: int = 256, width: int = 512) -> SyntheticFr
 
 # ---------------------------------------------------------------- command line: benchmark and previews
 
-PALETTE = np.array([(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-                    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-                    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-                    (0, 80, 100), (0, 0, 230), (119, 11, 32)], np.uint8)
+PALETTE = np.array(CITYSCAPES_PALETTE, np.uint8)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
