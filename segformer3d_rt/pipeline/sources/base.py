@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import av
 import cv2
@@ -178,3 +178,11 @@ def decoded_frames(container: av.container.InputContainer, stream: av.VideoStrea
         except (av.FFmpegError, OSError, ValueError):
             pass  # the decoder itself is broken: nothing to salvage
         raise error
+
+
+def close_decoding(frames: Iterator | None, container: Any) -> None:
+    """End the demux generator before its container goes away, then close the container (either may be None)."""
+    if frames is not None:
+        frames.close()
+    if container is not None:
+        container.close()

@@ -14,7 +14,7 @@ from ...errors import SourceError
 from ...runtime.clock import IncreasingClock, frame_ticks, rescale
 from ..frames import Frame
 from ..media import describe_fps, error_reason, stream_fps
-from .base import END, STOPPED, Backoff, Guard, Source, decoded_frames, make_frame
+from .base import END, STOPPED, Backoff, Guard, Source, close_decoding, decoded_frames, make_frame
 
 __all__ = ["URL_SCHEMES", "StreamSource"]
 
@@ -137,12 +137,8 @@ class StreamSource(Source):
                 return None
 
     def _release(self) -> None:
-        if self._frames_it is not None:
-            self._frames_it.close()
-            self._frames_it = None
-        if self._container is not None:
-            self._container.close()
-            self._container = None
+        close_decoding(self._frames_it, self._container)
+        self._frames_it = self._container = None
 
     def close(self) -> None:
         self._guard.close()

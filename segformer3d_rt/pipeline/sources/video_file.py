@@ -12,7 +12,7 @@ import av
 from ...errors import SourceError
 from ..frames import Frame
 from ..media import describe_fps, error_reason, stream_fps
-from .base import END, STOPPED, Guard, Pacer, Source, decoded_frames, make_frame
+from .base import END, STOPPED, Guard, Pacer, Source, close_decoding, decoded_frames, make_frame
 
 __all__ = ["HW_PIX_FMTS", "NVDEC", "VideoFileSource", "decoder_claim", "hwaccel_device"]
 
@@ -170,12 +170,8 @@ class VideoFileSource(Source):
         self.description = f"video {self._name} {self.width}x{self.height} {describe_fps(self.fps)} {count}"
 
     def _release(self) -> None:
-        if self._frames_it is not None:
-            self._frames_it.close()  # end the demux generator before its container goes away
-            self._frames_it = None
-        if self._container is not None:
-            self._container.close()
-            self._container = None
+        close_decoding(self._frames_it, self._container)
+        self._frames_it = self._container = None
 
     def close(self) -> None:
         self._guard.close()
