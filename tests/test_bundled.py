@@ -1,4 +1,5 @@
-"""The bundled default: B0 weights trained on the synthetic world, and the sample clip made by the project."""
+"""The bundled default: B0 weights trained on the synthetic world and CamVid, and the sample clip made by the
+project. The slow tests reproduce MODEL_CARD.md's figures from the shipped file, on the real frames."""
 from __future__ import annotations
 
 import json
@@ -8,20 +9,30 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 
 from segformer3d_rt import load_model
 from segformer3d_rt.data.registry import HELD_OUT_SEED, open_dataset
 from segformer3d_rt.evaluation.evaluate import evaluate
+from segformer3d_rt.labels import SKY
+from segformer3d_rt.runtime.normalize import normalize
+from segformer3d_rt.runtime.sizes import model_input_size
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
 SAMPLE = ROOT / "samples" / "synthetic-drive.mp4"
 CARD = ROOT / "weights" / "MODEL_CARD.md"
+SHARED = ROOT.parent / "shared" / "data"
+CAMVID = SHARED / "camvid"
+KITTI = SHARED / "depth_samples" / "kitti"
+DASHCAM = SHARED / "videos" / "project_video_short_1280x720.mp4"
 # the model card's held-out set: scenes rendered with a seed the training recipe never uses
 HELD_OUT = f"synthetic:seed={HELD_OUT_SEED},n=200,size=128x256"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real test data not found at {SHARED}")
 
 
 def test_bundled_weights_are_small_fp16_with_metadata():
@@ -33,7 +44,8 @@ def test_bundled_weights_are_small_fp16_with_metadata():
     model = load_model(WEIGHTS)
     assert model.meta.variant == "b0" and model.meta.num_classes == 19
     assert model.meta.depth is not None and model.meta.depth.unit == "m"
-    assert "segformer3d" in json.dumps(meta).lower()
+    assert model.meta.input_size == (288, 512)
+    assert "camvid" in json.dumps(meta).lower()  # the description names the data (and so its terms)
 
 
 def test_sample_clip_is_small_and_plays():
@@ -43,36 +55,102 @@ def test_sample_clip_is_small_and_plays():
     assert n >= 100
 
 
-@pytest.fixture(scope="module")
-def held_out() -> dict:
-    return evaluate(load_model(WEIGHTS), open_dataset(HELD_OUT, "val"), torch.device("cpu"))
-
-
-def _card_figure(name: str) -> float:
-    """The bold figure of a row of MODEL_CARD.md's held-out table."""
-    m = re.search(rf"^\| {re.escape(name)}[^|]*\| \*\*([0-9.]+)\*\* \|", CARD.read_text(), re.M)
-    assert m, f"MODEL_CARD.md has no figure for {name}"
+def _card(row: str) -> float:
+    """The bold figure of a row of one of MODEL_CARD.md's tables."""
+    m = re.search(rf"^\| {re.escape(row)} [^\n]*?\*\*([0-9.]+)\*\*", CARD.read_text(), re.M)
+    assert m, f"MODEL_CARD.md has no bold figure for '{row}'"
     return float(m.group(1))
 
 
+@pytest.fixture(scope="module")
+def camvid_val() -> dict:
+    return evaluate(load_model(WEIGHTS), open_dataset(f"camvid:{CAMVID},split=val"), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def held_out() -> dict:  # at the checkpoint's input box, as the model card's figures
+    return evaluate(load_model(WEIGHTS), open_dataset(HELD_OUT, "val"), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def kitti() -> dict:
+    return evaluate(load_model(WEIGHTS), open_dataset(f"kitti:{KITTI}"), torch.device("cpu"))
+
+
 @pytest.mark.slow
-def test_model_card_figures_are_what_the_weights_give(held_out):
-    """The card's held-out figures are reproduced by evaluating the bundled weights on the same set."""
+@needs_shared
+def test_model_card_camvid_val_figure_is_what_the_weights_give(camvid_val):
+    assert camvid_val["images"] == 101 and camvid_val["label_space"] == "CamVid"
+    assert _card("CamVid val mIoU (11 classes)") == pytest.approx(camvid_val["segmentation"]["miou"], abs=6e-4)
+
+
+@pytest.mark.slow
+def test_model_card_held_out_figures_are_what_the_weights_give(held_out):
     seg, depth = held_out["segmentation"], held_out["depth"]
     assert held_out["images"] == 200
-    assert _card_figure("mIoU, classes present") == pytest.approx(seg["miou_present"], abs=6e-4)
-    assert _card_figure("depth AbsRel") == pytest.approx(depth["abs_rel"], abs=6e-4)
-    assert _card_figure("depth delta1") == pytest.approx(depth["delta1"], abs=6e-4)
+    assert _card("mIoU, classes present (17 of 19)") == pytest.approx(seg["miou_present"], abs=6e-4)
+    assert _card("depth AbsRel") == pytest.approx(depth["abs_rel"], abs=6e-4)
+    assert _card("depth delta1") == pytest.approx(depth["delta1"], abs=6e-4)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the bundled weights (50 min of 2-core CPU training) do not reach issue 4's "
-                                       "bar yet; see weights/MODEL_CARD.md. Strict: weights that pass must say so.")
-def test_held_out_quality_meets_issue_4s_bar(held_out):
-    """Issue 4's bar on scenes the recipe never rendered: mIoU (classes present) >= 0.70, AbsRel <= 0.15,
-    delta1 >= 0.85."""
-    seg, depth = held_out["segmentation"], held_out["depth"]
-    assert seg["miou_present"] >= 0.70 and depth["abs_rel"] <= 0.15 and depth["delta1"] >= 0.85
+@needs_shared
+def test_model_card_kitti_figure_is_what_the_weights_give(kitti):
+    assert _card("median-scaled") == pytest.approx(kitti["depth_median_scaled"]["abs_rel"], abs=6e-4)
+
+
+def _dashcam_outputs(n: int = 5) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(classes, depth in metres, sky id) at stride 4 for n frames spread over the real 720p dashcam clip."""
+    model = load_model(WEIGHTS).eval()
+    meta = model.meta
+    with av.open(str(DASHCAM)) as c:
+        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(200), c.decode(video=0)) if i % 40 == 0][:n]
+    out = []
+    for img in frames:
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+        x = F.interpolate(x, size=model_input_size(img.shape[:2], meta.input_size), mode="bilinear",
+                          antialias=True, align_corners=False)
+        with torch.no_grad():
+            o = model(normalize(x, meta.mean, meta.std, scale=255.0))
+        out.append((o.seg_logits.argmax(1)[0].numpy(), meta.depth.to_depth(o.depth.float())[0, 0].numpy(),
+                     meta.class_names.index(SKY)))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DASHCAM.is_file(), reason=f"real dashcam clip not found at {DASHCAM}")
+def test_on_the_real_dashcam_sky_is_sky_road_is_near_and_the_sky_is_drawn_far():
+    """The complaint that started issue 8: a patch of sky labelled 'truck', the sky drawn as the nearest thing."""
+    from segformer3d_rt.labels import CITYSCAPES_PALETTE
+    from segformer3d_rt.pipeline.render import RenderStyle, colormap_lut, render_frame
+
+    meta = load_model(WEIGHTS).meta
+    style = RenderStyle(palette=np.array(CITYSCAPES_PALETTE, np.uint8), class_names=meta.class_names, view="depth",
+                        legend=False, hud=False)
+    for classes, depth, sky in _dashcam_outputs():
+        h = classes.shape[0]
+        top = classes[: h // 5]  # the top fifth of this clip is sky
+        assert (top == sky).mean() > 0.5
+        assert np.isin(top, [13, 14, 15, 16]).mean() < 0.02  # car, truck, bus, train up in the sky
+        # the road in the bottom fifth is nearer than the scene around the horizon (rows 35-50%)
+        horizon = depth[int(0.35 * h): h // 2][classes[int(0.35 * h): h // 2] != sky]
+        assert np.median(depth[-h // 5:]) < 0.5 * np.median(horizon)
+        # what the user sees: every pixel the network calls sky in the depth view has the far colour
+        shown = render_frame(np.zeros((h * 4, classes.shape[1] * 4, 3), np.uint8),
+                             np.kron(classes, np.ones((4, 4), classes.dtype)).astype(np.uint8), depth, style)
+        sky_px = np.kron(classes == sky, np.ones((4, 4), bool))
+        assert (shown[sky_px] == colormap_lut("turbo")[0]).all()
+
+
+@pytest.mark.slow
+@needs_shared
+@pytest.mark.xfail(strict=True, reason="issue 8's KITTI (0.527 > 0.25) and synthetic depth (0.227 > 0.21) bars are not met by "
+                                       "2000 CPU steps: see weights/MODEL_CARD.md. "
+                                       "Strict: weights that pass must say so.")
+def test_issue_8_targets(camvid_val, held_out, kitti):
+    assert camvid_val["segmentation"]["miou"] >= 0.55
+    assert held_out["segmentation"]["miou_present"] >= 0.66 and held_out["depth"]["abs_rel"] <= 0.21
+    assert kitti["depth_median_scaled"]["abs_rel"] <= 0.25
 
 
 def test_readme_first_command_runs_the_sample(tmp_path):
