@@ -124,13 +124,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.input_size:
         cfg.input_size = _size(args.input_size)
     if args.scale:
-        try:
-            lo, hi = (float(v) for v in args.scale.split(","))
-        except ValueError:
-            raise UserError(f"--scale wants MIN,MAX (for example 0.8,1.25), not '{args.scale}'") from None
-        if not 0 < lo <= hi:
-            raise UserError(f"--scale MIN,MAX needs 0 < MIN <= MAX, not '{args.scale}'")
-        cfg.scale = (lo, hi)
+        from .commands import parse_range
+
+        cfg.scale = parse_range(args.scale, ",", "--scale")
     if args.freeze:
         cfg.freeze = tuple(args.freeze)
     return run_train(cfg)

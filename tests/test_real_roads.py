@@ -245,9 +245,18 @@ def test_mixed_training_runs_each_loss_where_its_labels_exist(tmp_path):
     final = train(cfg)
     assert final.is_file()
     from segformer3d_rt import load_model
+    from segformer3d_rt.training.train import build_sources
 
     model = load_model(final)
     assert model.meta.num_classes == 19
+    synth, camvid = build_sources(cfg, model.meta.class_names, model.meta.mean, model.meta.std)
+    image, labels, depth = synth.data[0]
+    assert image.shape[-2:] == (32, 64) and (depth > 0).float().mean() > 0.5  # seg + depth
+    assert synth.membership is None and camvid.membership.shape == (11, 19)
+    image, labels, depth = camvid.data[0]
+    assert image.shape[-2:] == (32, 48)  # its own crop
+    # CamVid has no depth: the only depth target is the sky's (--sky-depth), nowhere else
+    assert torch.equal(depth[0] > 0, labels == CAMVID.names.index("sky"))
 
 
 def test_sky_is_taught_as_far():

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, default_class_names, default_palette  # noqa: F401
+from ..labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from .segformer import DEFAULT_VARIANT, VARIANTS
 
 _DEFAULT = VARIANTS[DEFAULT_VARIANT]  # the sizes live in the variant table only

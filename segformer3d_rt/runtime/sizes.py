@@ -15,6 +15,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def parse_range(text: str, sep: str, what: str) -> tuple[float, float]:
+    """'0.5,1.25' (with ``sep`` ',') -> (0.5, 1.25); 0 < low <= high. ``what`` names the setting in errors."""
+    example = sep.join(("0.5", "1.25"))
+    try:
+        lo, hi = (float(v) for v in text.split(sep))
+    except ValueError:
+        raise UserError(f"{what} wants LOW{sep}HIGH (for example {example}), not '{text}'") from None
+    if not 0 < lo <= hi:
+        raise UserError(f"{what} LOW{sep}HIGH needs 0 < LOW <= HIGH, not '{text}'")
+    return lo, hi
+
+
 def model_input_size(frame_hw: tuple[int, int], box_hw: tuple[int, int], multiple: int = 32) -> tuple[int, int]:
     """Fit the frame into the box keeping its aspect ratio, then round each side to a multiple of 32.
 

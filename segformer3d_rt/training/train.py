@@ -168,7 +168,7 @@ def sampling_plan(sizes: list[int], weights: list[float], steps: int, batch_size
 def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tuple[float, float], float]:
     """weight=, crop=, scale= and sky= of one --data spec (defaults: 1, --crop, --scale, --sky-depth)."""
     from ..data.registry import split_spec
-    from ..runtime.sizes import parse_size
+    from ..runtime.sizes import parse_range, parse_size
 
     _, _, opts = split_spec(spec)
 
@@ -185,22 +185,14 @@ def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tup
     if sky < 0:
         raise UserError(f"'{spec}': sky= must be >= 0 (metres; 0 = no sky depth target)")
     crop = parse_size(opts["crop"]) if "crop" in opts else tuple(cfg.crop)
-    scale = tuple(cfg.scale)
-    if "scale" in opts:
-        try:
-            lo, hi = (float(v) for v in opts["scale"].split("-"))
-        except ValueError:
-            raise UserError(f"'{spec}': scale= wants LOW-HIGH (for example 0.5-1.5), not '{opts['scale']}'") from None
-        if not 0 < lo <= hi:
-            raise UserError(f"'{spec}': scale= needs 0 < LOW <= HIGH")
-        scale = (lo, hi)
+    scale = parse_range(opts["scale"], "-", f"'{spec}': scale=") if "scale" in opts else tuple(cfg.scale)
     return weight, crop, scale, sky
 
 
 def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[float, ...],
                   std: tuple[float, ...]) -> list[Source]:
     from ..data.registry import open_dataset
-    from ..labels import SKY
+    from ..labels import SKY, identity_space
 
     sources = []
     for i, spec in enumerate(cfg.data):
@@ -211,15 +203,13 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
         if len(base) == 0:
             raise UserError(f"dataset '{spec}' is empty")
         space = getattr(base, "label_space", None)
-        membership = None
+        membership = None  # None: labels are the model's classes, plain cross-entropy
         if space is not None:
             try:
                 membership = torch.from_numpy(space.membership(class_names))
             except ValueError as e:
                 raise UserError(f"cannot train on '{spec}': {e}") from None
-            sky = tuple(j for j, m in enumerate(space.members) if m == (SKY,))
-        else:
-            sky = tuple(j for j, n in enumerate(class_names) if n == SKY)
+        sky = tuple(j for j, m in enumerate((space or identity_space(class_names)).members) if m == (SKY,))
         data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth)
         counts = base.label_histogram() if hasattr(base, "label_histogram") else None
         label_weights = None if counts is None else balanced_weights(counts, cfg.balance)

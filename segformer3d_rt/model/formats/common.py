@@ -16,7 +16,8 @@ from typing import Callable, Protocol
 import torch
 
 from ...errors import CheckpointError
-from ..metadata import ModelMeta, default_class_names, default_palette
+from ...labels import default_class_names, default_palette
+from ..metadata import ModelMeta
 from ..segformer import variant_name
 
 StateDict = dict[str, torch.Tensor]

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ...errors import CheckpointError
-from ..metadata import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD, ModelMeta, default_palette
+from ...labels import CITYSCAPES_CLASSES, default_palette
+from ..metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from .common import Source, StateDict, as_conv1x1, has_seg_head, infer_meta, sub_all
 from . import mit
 
