@@ -127,13 +127,14 @@ class StreamSource(Source):
                 return self._open_once(open_s)
             except (av.FFmpegError, OSError) as e:
                 reason = error_reason(e, open_s)
-            delay = backoff.next()
-            if not self._reconnect or time.perf_counter() + delay > deadline:
+            left = deadline - time.perf_counter()
+            if not self._reconnect or left <= 0:
                 if first:
                     raise SourceError(f"cannot reach {self.shown}: {reason}")
                 raise SourceError(f"lost stream {self.shown}: could not reconnect within {self._timeout_s:g} s "
                                   f"({reason})")
-            if self._guard.stop.wait(delay):
+            # the last wait is cut short for one more try at the deadline: the timeout is the time really tried
+            if self._guard.stop.wait(min(backoff.next(), left)):
                 return None
 
     def _release(self) -> None:
@@ -196,7 +197,9 @@ class StreamSource(Source):
                         reason = "the stream ended"
                         break
                     conn_s = float(item.pts * item.time_base) if item.pts is not None and item.time_base else None
-                    if skip_to is not None and conn_s is not None and conn_s <= skip_to + 1e-6:
+                    # an RTSP session's first frame has no pts (no RTCP report yet): while resuming, a frame we
+                    # cannot place is the restarted file's start, already delivered
+                    if skip_to is not None and (conn_s is None or conn_s <= skip_to + 1e-6):
                         continue
                     skip_to = None
                     pts_raw = clock.stamp(item.pts, item.time_base)

@@ -1,0 +1,107 @@
+"""`soak`: a long live run with memory, threads, file descriptors and CPU sampled, to show they stay flat.
+
+The run is an ordinary `run` (same RunConfig) held under ``benchmark.soak``'s sampler; the JSON holds every
+sample, the first/last-quarter medians and the run's own report. Ctrl-C ends it early and keeps what was
+sampled. The rich dashboard is only drawn on a terminal: elsewhere set TTY_COMPATIBLE=1 (rich's own switch) to
+have its cost measured too.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..benchmark.soak import FLAT_FIELDS, soak
+from ..errors import UserError
+from ..pipeline.config import RunConfig
+from ..runtime.paths import check_outputs, writable_file
+from ._signals import Signals, setup_interrupts
+
+__all__ = ["SoakConfig", "run_soak"]
+
+log = logging.getLogger(__name__)
+
+
+class _Failed(UserError):
+    """The run ended with an error after the samples were written."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+@dataclass
+class SoakConfig:
+    """`soak`: ``run`` (a validated RunConfig, normally live with ``max_frames``) sampled every ``interval_s``;
+    the samples written to ``json`` (NAME.partial first, then renamed)."""
+
+    run: RunConfig
+    interval_s: float = 5.0
+    json: str | None = None
+
+
+def run_soak(cfg: SoakConfig) -> int:
+    if not cfg.interval_s > 0:
+        raise UserError(f"--interval must be more than 0 seconds, not {cfg.interval_s:g}")
+    run = replace(cfg.run, stats_json=None)  # the soak JSON holds the run's report
+    if cfg.json:
+        _check_json(cfg.json, run)
+    mode = run.progress
+    if mode == "auto":
+        mode = "rich" if Console(stderr=True).is_terminal else "plain"
+    if mode == "rich" and not Console(stderr=True).is_terminal:
+        log.warning("the dashboard is not drawn off a terminal: its CPU is not measured (set TTY_COMPATIBLE=1)")
+    with setup_interrupts():
+        code, report = soak(run, cfg.interval_s, interrupts=Signals)
+    report["dashboard"] = mode
+    if cfg.json:  # before the summary: the samples are the work of the whole run
+        _write_json(cfg.json, report)
+    with contextlib.suppress(OSError):
+        print(summary_text(report))
+    error = report["run"]["error"]
+    if error:
+        raise _Failed(error, code)
+    return code
+
+
+def _check_json(path: str, run: RunConfig) -> None:
+    given = [("source", run.source)] if run.source and Path(run.source).expanduser().exists() else []
+    given += [("weights", run.weights)] if run.weights else []
+    given += [("preset", run.pipeline)] if run.pipeline else []
+    partial = Path(path).with_name(Path(path).name + ".partial")
+    check_outputs(given, [("soak JSON", path), *(("output", o) for o in run.outputs)], {str(Path(path)): [partial]})
+    if not writable_file(path):
+        raise UserError(f"cannot write the soak JSON to '{path}': not a writable location")
+
+
+def _write_json(path: str, report: dict[str, Any]) -> None:
+    p = Path(path)
+    tmp = p.with_name(p.name + ".partial")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+        tmp.replace(p)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write the soak JSON to '{path}': {e.strerror or e}") from None
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """The first/last-quarter medians as a small table."""
+    s = report["summary"]
+    head = (f"soak: {s['frames_out']} frames out in {s['duration_s']:.0f} s, {s['intervals']} intervals of "
+            f"{report['interval_s']:g} s (dashboard: {report.get('dashboard', '?')})")
+    if not s.get("quarters"):
+        return head + "\n  too short to compare its first and last quarters (fewer than 4 intervals)"
+    rows = [head, f"  {'median':<18}{'first quarter':>14}{'last quarter':>14}{'change':>10}"]
+    for key in FLAT_FIELDS:
+        q = s["quarters"][key]
+        cells = ["-" if v is None else f"{v:.2f}" for v in (q["first"], q["last"], q["change"])]
+        rows.append(f"  {key:<18}{cells[0]:>14}{cells[1]:>14}{cells[2]:>10}")
+    return "\n".join(rows)
