@@ -150,9 +150,11 @@ def test_open_source_passes_the_run_gpu_to_nvdec(tmp_path, monkeypatch):
     assert seen == [1]
 
 
-def test_nvenc_gets_the_run_gpu(tmp_path):
+def test_nvenc_gets_the_run_gpu(tmp_path, monkeypatch):
     if "h264_nvenc" not in av.codecs_available:
         pytest.skip("this FFmpeg build has no h264_nvenc")
+    # the sink opens the encoder at construction, which needs that GPU: only the option mapping is checked here
+    monkeypatch.setattr("segformer3d_rt.pipeline.sinks.mp4.check_encoder", lambda *a, **k: None)
     sink = Mp4Sink(tmp_path / "o.mp4", fps=25.0, codec="h264_nvenc", crf=23, preset="medium", gpu=1)
     try:  # the encoder only opens with the first frame: the options are checked without a GPU
         assert sink._options["gpu"] == "1"
@@ -161,9 +163,10 @@ def test_nvenc_gets_the_run_gpu(tmp_path):
         sink.close()
 
 
-def test_session_opens_sinks_on_the_run_gpu_and_says_what_quality_is_used(tmp_path, caplog):
+def test_session_opens_sinks_on_the_run_gpu_and_says_what_quality_is_used(tmp_path, caplog, monkeypatch):
     if "h264_nvenc" not in av.codecs_available:
         pytest.skip("this FFmpeg build has no h264_nvenc")
+    monkeypatch.setattr("segformer3d_rt.pipeline.sinks.mp4.check_encoder", lambda *a, **k: None)  # needs GPU 1
     from segformer3d_rt.pipeline.config import RunConfig
     from segformer3d_rt.pipeline.session import _open_sinks
 

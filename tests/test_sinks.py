@@ -306,14 +306,10 @@ def test_mp4_unreadable_audio_source(tmp_path: Path) -> None:
     _no_leftovers(out)
 
 
-def test_mp4_encoder_failure_removes_partial_file(tmp_path: Path) -> None:
+def test_mp4_bad_preset_fails_before_any_frame(tmp_path: Path) -> None:
     out = tmp_path / "fail.mp4"
-    frame = _synthetic(1, 64, 48)[0]
-    sink = Mp4Sink(out, fps=25.0, preset="nosuchpreset")  # libx264 refuses it when the encoder opens
-    with pytest.raises(SinkError, match="cannot write"):
-        sink.write(frame, frame.image)
-    sink.close()  # already reported: cleans up quietly
-    sink.close()
+    with pytest.raises(SinkError, match="libx264 has no preset 'nosuchpreset'"):  # checked at construction
+        Mp4Sink(out, fps=25.0, preset="nosuchpreset")
     _no_leftovers(out)
 
 

@@ -171,7 +171,8 @@ def test_truncated_video_yields_what_decodes_then_raises(tmp_path):
     assert "truncated" in message
 
 
-def test_video_with_garbage_in_the_middle_yields_what_decodes_then_raises(tmp_path):
+def test_video_with_garbage_in_the_middle_skips_the_damage_and_goes_on(tmp_path):
+    # FFmpeg's behaviour: undecodable packets are skipped, the rest decodes (tests/test_media_robust.py: more)
     data = bytearray(clip(SHORT).read_bytes())
     middle = len(data) // 2
     data[middle: middle + 50_000] = bytes((i * 37) % 256 for i in range(50_000))
@@ -179,9 +180,8 @@ def test_video_with_garbage_in_the_middle_yields_what_decodes_then_raises(tmp_pa
     bad.write_bytes(bytes(data))
     with open_source(str(bad)) as source:
         got, error = drain(source)
-    assert 0 < len(got) < 38 and [i for i, _ in got] == list(range(len(got)))
-    assert error is not None and f"ended early: decoded {len(got)} of 38 frames, then: " in str(error)
-    assert "invalid data" in str(error).lower()
+        assert source.damage.packets > 0
+    assert error is None and 30 <= len(got) < 38 and [i for i, _ in got] == list(range(len(got)))
 
 
 def test_live_file_is_paced_at_its_frame_rate():

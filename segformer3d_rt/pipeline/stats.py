@@ -52,6 +52,10 @@ class PipelineStats:
         self.frames_out = 0
         self.dropped: dict[str, int] = defaultdict(int)  # keyed by queue name: a fixed, small set
         self.reconnects = 0
+        # damaged input: undecodable packets skipped, and the first stretches where (the count goes on)
+        self.packets_lost = 0
+        self.damaged_spans: tuple[dict, ...] = ()  # at most 32: a tuple, so nothing here grows by itself
+        self.damaged_spans_total = 0
         self.t_start = time.perf_counter()
         self._first_out: float | None = None
         self._last_out: float | None = None
@@ -74,6 +78,14 @@ class PipelineStats:
     def drop(self, where: str, n: int = 1) -> None:
         with self._lock:
             self.dropped[where] += n
+
+    def damaged(self, packets: int, from_s: float | None, to_s: float | None) -> None:
+        """A stretch of the input that did not decode (sources' ``on_damage``): ``to_s`` None means to the end."""
+        with self._lock:
+            self.packets_lost += packets
+            self.damaged_spans_total += 1
+            if len(self.damaged_spans) < 32:
+                self.damaged_spans += ({"from_s": from_s, "to_s": to_s, "packets": packets},)
 
     def frame_out(self, t_capture: float, t_out: float | None = None) -> None:
         t_out = time.perf_counter() if t_out is None else t_out
@@ -126,9 +138,12 @@ class PipelineStats:
             frames = {"in": self.frames_in, "out": self.frames_out,
                       "dropped": sum(self.dropped.values()), "dropped_by_stage": dict(self.dropped)}
             reconnects = self.reconnects
+            damage = {"packets_lost": self.packets_lost, "spans": [dict(d) for d in self.damaged_spans],
+                      "spans_total": self.damaged_spans_total}
         return {
             "frames": frames,
             "reconnects": reconnects,
+            "damage": damage,
             "elapsed_s": elapsed,
             "throughput_fps": fps,
             "realtime_factor": (fps / source_fps) if (fps and source_fps) else None,

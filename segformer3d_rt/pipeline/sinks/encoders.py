@@ -2,19 +2,28 @@
 so that a bad choice fails before the first frame rather than in the middle of a file."""
 from __future__ import annotations
 
+import os
 import re
 from fractions import Fraction
 
 import av
 
 from ...errors import SinkError
-from ..media import error_reason
+from ..media import FFmpegLog, ffmpeg_errors
 
-__all__ = ["NVENC_FAMILY", "X264_FAMILY", "choose_encoder", "encoder_options", "nvenc_preset", "parse_bitrate",
-           "video_codec"]
+__all__ = ["FILE_PRESET", "NVENC_FAMILY", "choose_preset", "X264_FAMILY", "X264_PRESETS", "check_crf", "check_encoder", "check_preset",
+           "choose_encoder", "encoder_options", "nvenc_preset", "parse_bitrate", "video_codec"]
 
 X264_FAMILY = frozenset({"libx264", "libx265"})  # encoders that take crf/preset
 NVENC_FAMILY = frozenset({"h264_nvenc", "hevc_nvenc", "av1_nvenc"})  # rc/cq/qp, preset p1..p7, tune, gpu
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")  # x264's and x265's, fastest to slowest
+CRF_RANGE = (0, 51)  # x264/x265 (8-bit) crf and NVENC's cq: 0 lossless .. 51 smallest
+# which flag an encoder option comes from, to name it in an error
+_OPTION_FLAGS = {"crf": "--crf", "cq": "--crf", "qp": "--crf", "rc": "--crf/--bitrate", "preset": "--preset",
+                 "gpu": "--device", "tune": "--crf"}
+_TRIAL_SIZE = (256, 144)  # NVENC refuses tiny frames; every encoder takes this
 
 # x264's preset names (fastest to slowest) -> NVENC's p1 (fastest) .. p7 (best); medium -> p4, NVENC's default
 X264_TO_NVENC_PRESET = {"ultrafast": "p1", "superfast": "p2", "veryfast": "p2", "faster": "p3", "fast": "p3",
@@ -22,6 +31,27 @@ X264_TO_NVENC_PRESET = {"ultrafast": "p1", "superfast": "p2", "veryfast": "p2", 
 # names h264_nvenc takes itself: p1..p7 and its older presets
 NVENC_PRESETS = frozenset({f"p{i}" for i in range(1, 8)} | {
     "default", "slow", "medium", "fast", "hp", "hq", "bd", "ll", "llhq", "llhp", "lossless", "losslesshp"})
+
+
+# The preset when none is given. A lossless file run favours size (x264's own default, medium); a run that must keep
+# up with its source (a live source, or --realtime) favours speed: at 720p medium costs about 2.7x veryfast's CPU and
+# 4.5x superfast's; at the same crf superfast's file is about a third larger on the annotated dashcam clip
+# (BENCHMARKS.md). On a small CPU (<= 4 cores) the network already takes most of it, so the encoder gets the
+# cheapest preset that still compresses well.
+FILE_PRESET = "medium"
+REALTIME_PRESETS = {"small": "superfast", "large": "veryfast"}
+SMALL_CPU = 4
+
+
+def choose_preset(preset: str | None, realtime: bool, cores: int | None = None) -> tuple[str, str]:
+    """(preset, why): the one given, else medium for a file run, else a fast one for real time (by core count)."""
+    if preset is not None:
+        return preset, "as given"
+    if not realtime:
+        return FILE_PRESET, "file run"
+    cores = cores or os.cpu_count() or 1
+    size = "small" if cores <= SMALL_CPU else "large"
+    return REALTIME_PRESETS[size], f"real time on {cores} CPU cores"
 
 
 def nvenc_preset(preset: str) -> str:
@@ -116,6 +146,15 @@ def choose_encoder(requested: str, prefer_hardware: bool, gpu: int | None = None
         return "libx264", "libx264 (software)"
     if "h264_nvenc" not in av.codecs_available:
         return "libx264", "libx264 (software; this FFmpeg build has no h264_nvenc)"
+    with ffmpeg_errors() as logs:
+        why = _nvenc_opens(gpu, logs)
+    if why is not None:
+        return "libx264", f"libx264 (software; h264_nvenc unavailable: {why})"
+    return "h264_nvenc", "h264_nvenc (NVENC)" if gpu is None else f"h264_nvenc (NVENC, GPU {gpu})"
+
+
+def _nvenc_opens(gpu: int | None, logs: FFmpegLog) -> str | None:
+    """None when an NVENC session opens, else FFmpeg's reason (e.g. "Cannot load libcuda.so.1")."""
     try:  # the encoder exists in most wheels; opening it needs an NVIDIA driver and a free NVENC session
         ctx = av.CodecContext.create("h264_nvenc", "w")
         ctx.width, ctx.height, ctx.pix_fmt = 256, 128, "yuv420p"
@@ -123,16 +162,104 @@ def choose_encoder(requested: str, prefer_hardware: bool, gpu: int | None = None
         if gpu is not None:
             ctx.options = {"gpu": str(gpu)}
         ctx.open()
-        ctx.close()
+        del ctx  # PyAV 18 contexts have no close(): freeing it ends the NVENC session
     except (av.FFmpegError, OSError, ValueError) as e:
-        return "libx264", f"libx264 (software; h264_nvenc unavailable: {error_reason(e)})"
-    return "h264_nvenc", "h264_nvenc (NVENC)" if gpu is None else f"h264_nvenc (NVENC, GPU {gpu})"
+        return logs.why(e)
+    return None
 
 
-def parse_bitrate(text: str) -> int:
-    """'4M', '2500k', '800000' -> bits per second."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bps|b)?\s*", text)
-    if not match:
-        raise SinkError(f"bad bitrate '{text}' (use e.g. 4M, 2500k or 800000)")
-    scale = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[match.group(2).lower()]
-    return int(float(match.group(1)) * scale)
+def parse_bitrate(text: str | int) -> int:
+    """'4M', '2500k', '800000' (or a whole number, from a .toml preset) -> bits per second, above 0."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bps|b)?\s*", text) if isinstance(text, str) else None
+        if not match:
+            raise SinkError(f"bad bitrate {text!r} (use e.g. 4M, 2500k or 800000)")
+        scale = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[match.group(2).lower()]
+        value = int(float(match.group(1)) * scale)
+    if value <= 0:
+        raise SinkError(f"bad bitrate {text!r}: it must be above 0 (use e.g. 4M, 2500k or 800000)")
+    return value
+
+
+def check_crf(codec: str, crf: object) -> None:
+    """``crf`` must be a whole number (a preset .toml can give a string) and, for the encoders that take it
+    (x264/x265 crf, NVENC cq), within 0..51."""
+    if crf is None:
+        return
+    if isinstance(crf, bool) or not isinstance(crf, int):
+        kind = "a string" if isinstance(crf, str) else f"a {type(crf).__name__}"
+        raise SinkError(f"crf must be a whole number from {CRF_RANGE[0]} to {CRF_RANGE[1]}, not {crf!r} ({kind}; "
+                        "in a .toml preset write crf = 23, without quotes)")
+    if (codec in X264_FAMILY or codec in NVENC_FAMILY) and not CRF_RANGE[0] <= crf <= CRF_RANGE[1]:
+        raise SinkError(f"crf {crf} is out of range for {codec} (use {CRF_RANGE[0]} = lossless .. "
+                        f"{CRF_RANGE[1]} = smallest; 23 is the default)")
+
+
+def check_preset(codec: str, preset: object) -> None:
+    """x264/x265 take only their own preset names (x264 itself would print its complaint to stderr)."""
+    if preset is None:
+        return
+    if not isinstance(preset, str):
+        raise SinkError(f"preset must be a name such as 'medium', not {preset!r}")
+    if codec in X264_FAMILY and preset not in X264_PRESETS:
+        raise SinkError(f"{codec} has no preset '{preset}' (use one of {', '.join(X264_PRESETS)})")
+    if codec in NVENC_FAMILY:
+        nvenc_preset(preset)
+
+
+def _hint(codec: str) -> str:
+    if codec in NVENC_FAMILY:
+        return ("NVENC needs an NVIDIA GPU, its driver and a free encode session; use --codec libx264, "
+                "or --codec auto to use NVENC only where it opens")
+    return "use --codec libx264"
+
+
+def _try_open(codec: str, options: dict[str, str], *, pix_fmt: str, bit_rate: int | None,
+              size: tuple[int, int]) -> tuple[str | None, list[str]]:
+    """Open a real encoder context: (None or why it failed, the options it did not use)."""
+    with ffmpeg_errors() as logs:
+        try:
+            ctx = av.CodecContext.create(codec, "w")
+            ctx.width, ctx.height = size[0] + size[0] % 2, size[1] + size[1] % 2
+            ctx.pix_fmt = pix_fmt
+            ctx.time_base = Fraction(1, 25)
+            ctx.framerate = Fraction(25, 1)
+            if bit_rate:
+                ctx.bit_rate = bit_rate
+            ctx.options = dict(options)
+            ctx.open()
+        except (av.FFmpegError, OSError, ValueError) as e:
+            return logs.why(e), []
+        unused = sorted(ctx.options)
+        del ctx  # PyAV 18 contexts have no close(): freeing it releases the encoder (an NVENC session)
+    return None, unused
+
+
+def check_encoder(codec: str, options: dict[str, str], *, pix_fmt: str = "yuv420p", bit_rate: int | None = None,
+                  size: tuple[int, int] | None = None) -> None:
+    """Open ``codec`` with ``options`` on this machine now, before any frame is processed; a failure is a
+    SinkError that names the cause: the encoder itself (e.g. NVENC without a GPU), or which option it refuses
+    or does not know."""
+    size = size if size and size[0] > 0 and size[1] > 0 else _TRIAL_SIZE
+    why, unused = _try_open(codec, options, pix_fmt=pix_fmt, bit_rate=bit_rate, size=size)
+    if why is None:
+        if unused:
+            raise SinkError(f"video codec '{codec}' has no option(s) {', '.join(unused)}")
+        return
+    base, _ = _try_open(codec, {}, pix_fmt=pix_fmt, bit_rate=None, size=size)
+    if base is not None:
+        raise SinkError(f"video codec '{codec}' does not open on this machine: {base} ({_hint(codec)})")
+    for key, value in options.items():
+        one, _ = _try_open(codec, {key: value}, pix_fmt=pix_fmt, bit_rate=None, size=size)
+        if one is not None:
+            flag = _OPTION_FLAGS.get(key)
+            raise SinkError(f"video codec '{codec}' refuses option {key}={value}"
+                            + (f" (from {flag})" if flag else "") + f": {one}")
+    if bit_rate:
+        one, _ = _try_open(codec, {}, pix_fmt=pix_fmt, bit_rate=bit_rate, size=size)
+        if one is not None:
+            raise SinkError(f"video codec '{codec}' refuses bit rate {bit_rate} b/s (from --bitrate): {one}")
+    settings = " ".join(f"{k}={v}" for k, v in options.items())
+    raise SinkError(f"video codec '{codec}' refuses these settings together ({settings}): {why}")

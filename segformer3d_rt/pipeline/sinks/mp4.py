@@ -1,12 +1,15 @@
 """Video files (mp4, mov, mkv) that keep the source's timing and audio, written as ``<name>.partial`` and
-renamed when complete so that a failed run never leaves a broken file under the final name."""
+renamed when complete so that a failed run never leaves a broken file under the final name.
+
+Everything that could fail is settled before the first frame: the encoder opens on this machine with its options
+(encoders.check_encoder) and the audio plan is tried on real packets (audio.plan_audio). What still fails late
+never costs the frames already written: they are kept as ``<name>.incomplete<suffix>``, said in one line."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,8 +22,9 @@ from ...runtime.clock import IncreasingClock, frame_ticks, rescale
 from ...runtime.paths import writable_dir
 from ..frames import Frame
 from ..media import error_reason, exact_rate
+from .audio import AudioTrack, plan_audio
 from .base import Sink, check_rgb
-from .encoders import encoder_options, parse_bitrate, video_codec
+from .encoders import check_crf, check_encoder, check_preset, encoder_options, parse_bitrate, video_codec
 
 __all__ = ["CONTAINER_FORMATS", "Mp4Sink"]
 
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 # container format per output suffix; the partial file's own suffix cannot tell FFmpeg what to write
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _PARTIAL_SUFFIX = ".partial"
+_KEPT_TAG = ".incomplete"  # out.mp4 -> out.incomplete.mp4: what a late failure leaves, never deleted
 
 
 class _VideoClock(IncreasingClock):
@@ -66,127 +71,37 @@ class _VideoClock(IncreasingClock):
         return 0 if self.last is None else self.last + self.step
 
 
-class _AudioCopy:
-    """Copies the first audio stream of a file into an output container packet by packet (no re-encoding).
-
-    ``shift_s`` is subtracted from every timestamp (used when the video is restamped from 0)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        try:
-            self._input = av.open(self.path)
-        except (av.FFmpegError, OSError) as e:
-            raise SinkError(f"cannot read audio from '{self.path}': {error_reason(e)}") from e
-        audio = self._input.streams.audio
-        self.stream_in = audio[0] if audio else None
-        video = self._input.streams.video
-        v0 = video[0] if video else None
-        # where the video starts, to line audio up with video restamped from 0
-        self.video_start_s = float(v0.start_time * v0.time_base) if v0 and v0.start_time and v0.time_base else 0.0
-        self.shift_s = 0.0
-        self._out: av.container.OutputContainer | None = None
-        self._stream_out: av.stream.Stream | None = None
-        self._packets: Iterator[av.Packet] | None = None
-        self._pending: av.Packet | None = None
-        self.packets_copied = 0
-
-    def attach(self, out: av.container.OutputContainer, shift_s: float = 0.0) -> bool:
-        """Add the audio stream to ``out`` (before its header is written); False when there is nothing to copy."""
-        if self.stream_in is None:
-            log.debug("'%s' has no audio stream: writing video only", self.path)
-            return False
-        try:
-            if hasattr(out, "add_stream_from_template"):  # PyAV >= 14
-                self._stream_out = out.add_stream_from_template(self.stream_in)
-            else:
-                self._stream_out = out.add_stream(template=self.stream_in)
-        except (ValueError, av.FFmpegError) as e:
-            log.warning("audio of '%s' not copied: %s", self.path, error_reason(e))
-            return False
-        self._out = out
-        self.shift_s = shift_s
-        self._packets = self._input.demux(self.stream_in)
-        return True
-
-    def _start_s(self, packet: av.Packet) -> float | None:
-        ts = packet.pts if packet.pts is not None else packet.dts
-        return None if ts is None or packet.time_base is None else float(ts * packet.time_base) - self.shift_s
-
-    def _next(self) -> av.Packet | None:
-        while self._pending is None and self._packets is not None:
-            try:
-                packet = next(self._packets, None)
-            except (av.FFmpegError, OSError) as e:  # damaged audio must not cost the video
-                log.warning("audio copy from '%s' stopped: %s", self.path, error_reason(e))
-                packet = None
-            if packet is None:
-                self._packets = None
-            elif packet.dts is not None and packet.size:  # skip demux's empty flush packets
-                start = self._start_s(packet)
-                if start is not None and start < 0:
-                    continue  # before the (restamped) video start
-                self._pending = packet
-        return self._pending
-
-    def _mux_while(self, keep: Callable[[float], bool]) -> None:
-        assert self._out is not None and self._stream_out is not None
-        while (packet := self._next()) is not None:
-            start = self._start_s(packet)
-            if start is not None and not keep(start):
-                return
-            self._pending = None
-            if self.shift_s:
-                delta = round(Fraction(self.shift_s) / packet.time_base)
-                packet.pts = None if packet.pts is None else packet.pts - delta
-                packet.dts -= delta
-            packet.stream = self._stream_out
-            self._out.mux(packet)
-            self.packets_copied += 1
-
-    def pump(self, until_s: float) -> None:
-        """Mux the audio that starts at or before ``until_s`` (the latest video frame time): interleaving."""
-        if self._out is not None:
-            self._mux_while(lambda start: start <= until_s)
-
-    def finish(self, end_s: float) -> None:
-        """Mux the audio that starts before ``end_s`` (the end of the last video frame), then stop."""
-        if self._out is not None:
-            self._mux_while(lambda start: start < end_s)
-        self._packets = None
-        self._pending = None
-
-    def close(self) -> None:  # idempotent
-        self._packets = None
-        self._pending = None
-        self._out = None
-        self._input.close()
-
-
 class Mp4Sink(Sink):
-    """Encodes frames into a video file (H.264 in .mp4 by default), optionally with the source's audio copied in.
+    """Encodes frames into a video file (H.264 in .mp4 by default), optionally with the source's audio.
 
     Frames keep the source's exact timestamps when ``time_base`` is given and frames carry ``pts_raw``, so the output
     has the source's frame rate, timing and duration; otherwise they are spaced at ``fps``. The file is written as
     ``<name>.partial`` beside the target and renamed by ``close()`` once complete, so a failed run never leaves a
     broken file under the final name; a run stopped early still closes into a playable file with every frame written.
+    Bad settings fail here, at construction: ``size`` (the source's, when known) is the size the encoder is tried at.
     """
 
     def __init__(self, path: str | Path, *, fps: float | None, time_base: Fraction | None = None,
                  audio_from: str | Path | None = None, codec: str = "libx264", crf: int | None = 23,
                  preset: str | None = "medium", bitrate: str | None = None, pix_fmt: str = "yuv420p",
-                 options: dict[str, str] | None = None, gpu: int | None = None) -> None:
+                 options: dict[str, str] | None = None, gpu: int | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + _PARTIAL_SUFFIX)
+        self.kept_path: Path | None = None  # where a late failure left the frames written
         self.fps = fps
         self.frames_written = 0
+        self._format = self._container_format()
         self._codec = video_codec(codec)
         self._pix_fmt = self._check_pix_fmt(pix_fmt)
         self._rgb_out = av.video.format.VideoFormat(pix_fmt).is_rgb  # e.g. libx264rgb: no YUV conversion
         self._color_range = 2 if pix_fmt.startswith("yuvj") else 1  # yuvj*: full (JPEG) range, else limited
-        self._bit_rate = parse_bitrate(bitrate) if bitrate else None
+        self._bit_rate = parse_bitrate(bitrate) if bitrate is not None else None
+        check_crf(self._codec.name, crf)
+        check_preset(self._codec.name, preset)
         self._gpu = gpu  # NVENC: the run's CUDA device (h264_nvenc's ``gpu`` option)
         self._options = self._codec_options(crf, preset, options)  # sets self.quality
-        self._format = self._container_format()
+        check_encoder(self._codec.name, self._options, pix_fmt=self._pix_fmt, bit_rate=self._bit_rate, size=size)
         if not fps and time_base is None:
             log.warning("%s: no frame rate known; writing 25 fps", self.path.name)
         self._clock = _VideoClock(fps, time_base)
@@ -197,17 +112,22 @@ class Mp4Sink(Sink):
         self._end_s = 0.0  # end time of the last frame written
         self._failed = False
         self._closed = False
-        self._audio: _AudioCopy | None = None
+        self._audio: AudioTrack | None = None
         self._prepare_path()
         try:
-            self._out = av.open(str(self.partial_path), "w", format=self._format)
             if audio_from is not None:
-                self._audio = _AudioCopy(audio_from)
+                self._audio = plan_audio(audio_from, self._format, self.path.name)
+            self._out = av.open(str(self.partial_path), "w", format=self._format)
         except BaseException as e:
             self._discard()
             if isinstance(e, (av.FFmpegError, OSError)):
                 raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
             raise
+
+    @property
+    def audio_mode(self) -> str | None:
+        """How the audio goes in: "copy", "transcode", or None (none, or left out)."""
+        return self._audio.mode if self._audio is not None else None
 
     # -- construction-time checks ----------------------------------------------------------------------------
     def _check_pix_fmt(self, pix_fmt: str) -> str:
@@ -254,11 +174,14 @@ class Mp4Sink(Sink):
     def _open_video(self, width: int, height: int) -> None:
         """Add the video stream sized for the first frame, then the audio stream (the header follows with the first
         packet). Odd sizes are padded to even (4:2:0 chroma needs it): padding keeps every source pixel, the extra
-        row/column repeats the border."""
+        row/column repeats the border. No display matrix: frames arrive upright (sources apply the rotation)."""
         # average rate: fps; without it, the clock's own rate (constant mode) or the muxer's estimate
         rate = exact_rate(self.fps) if self.fps else None if self._clock.from_source else 1 / self._clock.time_base
         stream = self._out.add_stream(self._codec.name, rate=rate, options=self._options)
         stream.width, stream.height = width + width % 2, height + height % 2
+        if (stream.width, stream.height) != (width, height):
+            log.info("%s: frame size %dx%d is odd; padded to %dx%d (the video format needs even sides, the extra "
+                     "row/column repeats the edge)", self.path.name, width, height, stream.width, stream.height)
         stream.pix_fmt = self._pix_fmt
         stream.time_base = self._clock.time_base
         stream.codec_context.time_base = self._clock.time_base
@@ -321,7 +244,8 @@ class Mp4Sink(Sink):
                     self._audio.pump(self._clock.seconds(pts))
             except (av.FFmpegError, OSError, ValueError) as e:
                 self._failed = True
-                raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
+                raise SinkError(f"cannot write '{self.path}' (after {self.frames_written} frames): "
+                                f"{error_reason(e)}") from e
 
     # -- finishing ---------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -329,26 +253,72 @@ class Mp4Sink(Sink):
             if self._closed:
                 return
             self._closed = True
-            if self._failed:  # already reported by write(): just clean up
-                self._discard()
+            if self._stream is None or (self._failed and self.frames_written == 0):
+                self._discard()  # nothing was finished: nothing to keep
+                if not self._failed:
+                    log.warning("no frames were written; '%s' was not created", self.path)
                 return
-            if self._stream is None:
-                self._discard()
-                log.warning("no frames were written; '%s' was not created", self.path)
+            if self._failed:  # already reported by write(): keep what was written before it
+                kept, playable = self._keep()
+                log.warning("what was written of '%s' before the failure (up to frame %d) is kept in '%s'%s",
+                            self.path, self.frames_written, kept,
+                            "" if playable else " (its index could not be written: it may not play)")
                 return
+            trailer = False
             try:
                 self._out.mux(self._stream.encode(None))  # flush the encoder's delayed frames
                 if self._audio is not None:
                     self._audio.finish(self._end_s)  # audio no longer than the video actually written
+                trailer = True
                 self._out.close()  # writes the trailer (mp4: the index); the file is playable from here
+                trailer = False
                 os.replace(self.partial_path, self.path)
             except (av.FFmpegError, OSError, ValueError) as e:
-                self._discard()
-                raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
+                kept, playable = self._keep(trailer_failed=trailer)
+                raise SinkError(f"cannot finish '{self.path}': {error_reason(e)}; the {self.frames_written} frames "
+                                f"written are kept in '{kept}'"
+                                + ("" if playable else " (its index could not be written: it may not play)")) from e
             finally:
                 if self._audio is not None:
                     self._audio.close()
             log.debug("wrote %d frames to %s", self.frames_written, self.path)
+
+    def _keep(self, trailer_failed: bool = False) -> tuple[Path, bool]:
+        """After a late failure: finish the partial file as far as FFmpeg still can and move it to a free name
+        beside the target (never over an existing file). Returns (where it is, whether its trailer was written)."""
+        playable = not trailer_failed
+        if not trailer_failed:
+            with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+                if self._stream is not None:
+                    self._out.mux(self._stream.encode(None))
+            try:
+                self._out.close()
+            except (av.FFmpegError, OSError, ValueError) as e:
+                playable = False
+                log.debug("while keeping %s: %s", self.partial_path, e)
+        if self._audio is not None:
+            self._audio.close()
+        kept = self.partial_path
+        for n in range(1, 1000):
+            tag = _KEPT_TAG if n == 1 else f"{_KEPT_TAG}-{n}"
+            candidate = self.path.with_name(f"{self.path.stem}{tag}{self.path.suffix}")
+            if candidate.exists():
+                continue
+            try:
+                os.link(self.partial_path, candidate)  # fails rather than replace a file made meanwhile
+                self.partial_path.unlink()
+                kept = candidate
+            except FileExistsError:
+                continue
+            except OSError as e:  # e.g. no hard links on this file system: rename, having checked the name
+                try:
+                    os.rename(self.partial_path, candidate)
+                    kept = candidate
+                except OSError:
+                    log.debug("cannot move %s: %s", self.partial_path, e)
+            break
+        self.kept_path = kept
+        return kept, playable
 
     def _discard(self) -> None:
         """Close everything and remove the partial file; never raises (it runs on error paths)."""

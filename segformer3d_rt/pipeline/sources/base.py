@@ -3,6 +3,7 @@ thread, pacing to presentation time, reconnection back-off and PyAV/OpenCV frame
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +17,12 @@ import numpy as np
 
 from ..frames import Frame
 
-__all__ = ["END", "STOPPED", "Backoff", "Guard", "Pacer", "Source", "decoded_frames", "make_frame", "quiet_opencv",
-           "to_rgb"]
+__all__ = ["END", "STOPPED", "Backoff", "DamageLog", "Guard", "Pacer", "Source", "decoded_frames", "make_frame",
+           "quiet_opencv", "to_rgb"]
+
+log = logging.getLogger(__name__)
+# called with (packets lost, from_s, to_s) for each damaged stretch: the run's statistics (PipelineStats.damaged)
+DamageCallback = Callable[[int, "float | None", "float | None"], None]
 
 _T = TypeVar("_T")
 STOPPED = object()  # sentinel: close() was called
@@ -37,6 +42,8 @@ class Source(abc.ABC):
     reconnects: int = 0
     path: str | None = None  # the input file, when there is one (the mp4 sink copies its audio)
     time_base: Fraction | None = None  # of Frame.pts_raw, when the source has container timestamps
+    reopenable: bool = True  # False for a FIFO: read once, so nothing else (audio copy, a second pass) may open it
+    on_damage: DamageCallback | None = None  # told of undecodable packets skipped (set before frames())
 
     @abc.abstractmethod
     def frames(self) -> Iterator[Frame]:
@@ -166,12 +173,79 @@ def quiet_opencv() -> Iterator[None]:
             logging_api.setLogLevel(old)
 
 
-def decoded_frames(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
-    """Every decoded frame of ``stream``. On an error the frames still inside the decoder (its reordering
-    delay) are handed out first, then the error propagates."""
+class DamageLog:
+    """Undecodable packets of a file, skipped the way FFmpeg skips them: how many, and where.
+
+    A damaged stretch runs from the end of the last frame that decoded to the next one that does; each is said in
+    one warning line (the first few; then one line at the end sums up) and passed to ``on_damage``."""
+
+    MAX_LINES = 5
+    MAX_SPANS = 32  # kept for the report; the count goes on
+
+    def __init__(self, name: str, on_damage: DamageCallback | None = None) -> None:
+        self.name = name
+        self.on_damage = on_damage
+        self.packets = 0
+        self.spans: list[tuple[float | None, float | None, int]] = []  # (from_s, to_s, packets), the first ones
+        self.spans_total = 0
+        self.last_error = ""
+        self._open = 0  # packets lost in the stretch not yet closed by a good frame
+        self._from: float | None = None
+        self._last_end: float | None = None
+
+    def lost(self, error: BaseException) -> None:
+        if not self._open:
+            self._from = self._last_end if self._last_end is not None else 0.0
+        self._open += 1
+        self.packets += 1
+        self.last_error = str(getattr(error, "strerror", None) or error)
+
+    def good(self, start_s: float | None, end_s: float | None) -> None:
+        """A frame decoded (its start and end, seconds): closes a damaged stretch."""
+        if self._open:
+            self._close(start_s)
+        if end_s is not None:
+            self._last_end = end_s
+
+    def finish(self) -> None:
+        if self._open:
+            self._close(None)
+        if self.spans_total > self.MAX_LINES:
+            log.warning("video '%s': %d undecodable packets skipped in %d places in all", self.name, self.packets,
+                        self.spans_total)
+
+    def _close(self, until: float | None) -> None:
+        n, start = self._open, self._from
+        self._open = 0
+        self.spans_total += 1
+        if len(self.spans) < self.MAX_SPANS:
+            self.spans.append((start, until, n))
+        if self.spans_total <= self.MAX_LINES:
+            where = f"between {start or 0.0:.2f} s and {until:.2f} s" if until is not None else \
+                f"after {start or 0.0:.2f} s, to the end"
+            log.warning("video '%s': %d undecodable packet%s skipped %s (damaged; the frames there are lost)",
+                        self.name, n, "" if n == 1 else "s", where)
+        if self.on_damage is not None:
+            self.on_damage(n, start, until)
+
+
+def decoded_frames(container: av.container.InputContainer, stream: av.VideoStream,
+                   damage: DamageLog | None = None) -> Iterator[av.VideoFrame]:
+    """Every decoded frame of ``stream``. ``damage``: a packet the decoder refuses is skipped and counted there
+    (FFmpeg's own behaviour: the frames that decode are kept); without it the first decoding error ends the
+    iteration. A demuxing error always does: the frames still inside the decoder (its reordering delay) are
+    handed out first, then the error propagates."""
     try:
         for packet in container.demux(stream):
-            yield from packet.decode()
+            if damage is None:
+                yield from packet.decode()
+                continue
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as e:
+                damage.lost(e)
+                continue
+            yield from frames
     except (av.FFmpegError, OSError) as error:
         try:
             yield from stream.codec_context.decode(None)

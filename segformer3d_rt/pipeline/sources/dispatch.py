@@ -11,7 +11,7 @@ from .camera import CameraSource
 from .images import IMAGE_SUFFIXES, ImageSource
 from .stream import URL_SCHEMES, StreamSource
 from .synthetic import SyntheticSource
-from .video_file import VideoFileSource
+from .video_file import VideoFileSource, is_fifo
 
 __all__ = ["open_source"]
 
@@ -31,7 +31,8 @@ def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0,
 
     ``spec``: a video file path; a camera index ("0") or device path (/dev/video0); an rtsp://, rtmp://,
     http(s):// URL; an image file or a directory of images; "synthetic:" or
-    "synthetic:seed=3,size=256x512,fps=25,frames=250" (size is HxW, height first).
+    "synthetic:seed=3,size=256x512,fps=25,frames=250" (size is HxW, height first); a FIFO (named pipe) carrying a
+    stream FFmpeg can read without seeking (mkv, ts, fragmented mp4), opened exactly once.
     ``live``: None picks the kind's default (cameras and URLs live, the rest lossless); a file or the
     synthetic world opened live is paced at its frame rate like a camera.
     ``timeout_s``: open/read timeout of cameras and streams, and how long they may try to reconnect.
@@ -51,6 +52,8 @@ def open_source(spec: str, *, live: bool | None = None, timeout_s: float = 10.0,
     if _CAMERA_RE.fullmatch(spec):
         return CameraSource(spec, timeout_s=timeout_s, reconnect=reconnect, **kw)
     path = Path(spec).expanduser()
+    if is_fifo(path):  # told by stat alone: the one reader that opens it is FFmpeg's, once
+        return VideoFileSource(path, hwaccel=hwaccel, decode_threads=decode_threads, hw_device=hw_device, **kw)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource(path, **kw)
     return VideoFileSource(path, hwaccel=hwaccel, decode_threads=decode_threads, hw_device=hw_device, **kw)

@@ -1,8 +1,11 @@
-"""Video files through PyAV: every frame in order with its container timestamps, and a clear SourceError
-when a file cannot be opened or turns out truncated or damaged part-way."""
+"""Video files through PyAV: every frame in order with its container timestamps, upright (rotation metadata
+applied), damaged packets skipped and reported, and a clear SourceError when a file cannot be opened or turns out
+truncated. A FIFO is opened exactly once (a second open would wait for a writer that is gone)."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +15,10 @@ import av
 from ...errors import SourceError
 from ..frames import Frame
 from ..media import describe_fps, error_reason, stream_fps
-from .base import END, STOPPED, Guard, Pacer, Source, close_decoding, decoded_frames, make_frame
+from .base import END, STOPPED, DamageLog, Guard, Pacer, Source, close_decoding, decoded_frames, make_frame
+from .orientation import Orientation, orientation_of
 
-__all__ = ["HW_PIX_FMTS", "NVDEC", "VideoFileSource", "decoder_claim", "hwaccel_device"]
+__all__ = ["HW_PIX_FMTS", "NVDEC", "VideoFileSource", "decoder_claim", "hwaccel_device", "is_fifo"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,16 @@ NVDEC = "CUDA (NVDEC)"
 # pixel formats of frames that live in a hardware device's memory (FFmpeg's hwaccel formats)
 HW_PIX_FMTS = frozenset({"cuda", "vaapi", "vdpau", "qsv", "d3d11", "d3d11va_vld", "dxva2_vld", "d3d12",
                          "videotoolbox_vld", "drm_prime", "opencl", "mediacodec", "vulkan"})
+
+
+def is_fifo(path: str | Path) -> bool:
+    """A named pipe (or another file that can be read only once, such as /dev/stdin on a pipe): checked with stat,
+    which reads nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def hwaccel_device(index: int | None) -> str | None:
@@ -137,7 +151,11 @@ def _count_packets(path: str, stream_index: int, budget_s: float = _COUNT_BUDGET
 
 
 class VideoFileSource(Source):
-    """A video file decoded with PyAV (threaded decoding), every frame in order with its exact timestamps."""
+    """A video file decoded with PyAV (threaded decoding), every frame in order with its exact timestamps.
+
+    Frames come upright: a display matrix (rotation metadata) is applied to the pixels, so the network and the
+    output see what a player shows. Packets the decoder refuses are skipped, as FFmpeg does, and reported
+    (``damage``, ``on_damage``); a file that stops early is still a SourceError after its last frame."""
 
     def __init__(self, path: str | Path, *, live: bool = False, hwaccel: bool = False,
                  decode_threads: int = 0, hw_device: int | None = None) -> None:
@@ -146,9 +164,15 @@ class VideoFileSource(Source):
         self._decode_threads = decode_threads
         self.reconnects = 0
         self._name = Path(self.path).name
+        self.reopenable = not is_fifo(self.path)
+        why: list[str] = []
+        if hwaccel and not self.reopenable:
+            # trying NVDEC may mean a second open, which a FIFO cannot give
+            log.info("decode: software (a FIFO is opened only once, so NVDEC is not tried)")
+            why.append("a FIFO is opened only once")
+            hwaccel = False
         self._hwaccel = hwaccel
         self._hw_device = hw_device  # the run's CUDA device index (None: FFmpeg's default)
-        why: list[str] = []
         self._container: av.container.InputContainer | None = _open_video(self.path, hwaccel, hw_device, why)
         ctx = self._container.streams.video[0].codec_context
         # until a frame decodes, only what was attached is known (see decoder_claim)
@@ -160,14 +184,27 @@ class VideoFileSource(Source):
         self.time_base = stream.time_base
         self.fps = stream_fps(stream)
         self.width, self.height = stream.width, stream.height
+        self.has_audio = bool(self._container.streams.audio)
+        self._coded_size = (stream.width, stream.height)
+        self.orientation: Orientation | None = None  # known from the first decoded frame
+        self.damage: DamageLog | None = None  # the last pass's skipped packets
         # frames the container's index promises (mp4/mov/avi); used to notice a silently truncated file
         self._header_frames = stream.frames if stream.frames > 0 else None
         self._expected_end_s: float | None = None
         if self._header_frames and stream.duration and self.time_base:
             self._expected_end_s = float(((stream.start_time or 0) + stream.duration) * self.time_base)
-        self.frame_count = self._header_frames or _count_packets(self.path, stream.index)
+        # counting means reading the file once more: never for a FIFO
+        counted = _count_packets(self.path, stream.index) if self.reopenable and not self._header_frames else None
+        self.frame_count = self._header_frames or counted
+        self._describe()
+
+    def _describe(self) -> None:
         count = f"{self.frame_count} frames" if self.frame_count else "unknown length"
-        self.description = f"video {self._name} {self.width}x{self.height} {describe_fps(self.fps)} {count}"
+        turned = ""
+        if self.orientation is not None:
+            coded = "coded {}x{}, ".format(*self._coded_size) if self.orientation.transpose else ""
+            turned = f" (upright: {coded}{self.orientation.describe()})"
+        self.description = f"video {self._name} {self.width}x{self.height}{turned} {describe_fps(self.fps)} {count}"
 
     def _release(self) -> None:
         close_decoding(self._frames_it, self._container)
@@ -178,6 +215,8 @@ class VideoFileSource(Source):
 
     def _start(self) -> Iterator[av.VideoFrame]:
         if self._container is None:  # a second pass: open the file again
+            if not self.reopenable:
+                raise SourceError(f"cannot read '{self.path}' again: a FIFO can be read only once")
             self._container = _open_video(self.path, self._hwaccel, self._hw_device)
         stream = self._container.streams.video[0]
         stream.codec_context.thread_count = self._decode_threads
@@ -185,13 +224,16 @@ class VideoFileSource(Source):
             # frame+slice threads (files only, where their latency does not matter): more frames per second,
             # but ~50% more CPU per frame (720p H.264: 8.1 vs 5.3 ms), a loss when the cores are all busy
             stream.thread_type = "AUTO"
-        self._frames_it = decoded_frames(self._container, stream)
+        self.damage = DamageLog(self._name, self.on_damage)
+        self._frames_it = decoded_frames(self._container, stream, self.damage)
         return self._frames_it
 
     def frames(self) -> Iterator[Frame]:
         it = self._guard.call(self._start)
         if it is STOPPED:
             return
+        damage = self.damage
+        assert damage is not None
         pacer = Pacer(self._guard.stop) if self.live else None
         index, last_end = 0, None
         try:
@@ -205,20 +247,37 @@ class VideoFileSource(Source):
                     return
                 if item is END:
                     break
-                if index == 0 and self._guard.call(lambda: self._confirm_decoder(item)) is STOPPED:
+                if index == 0 and self._guard.call(lambda: self._first_frame(item)) is STOPPED:
                     return
                 frame = self._convert(index, item)
                 last_end = (frame.pts or 0.0) + self._span_s(item)
+                damage.good(frame.pts, last_end)
                 if pacer is not None and frame.pts is not None and not pacer.wait(frame.pts):
                     return
                 frame.t_capture = time.perf_counter()
                 yield frame
                 index += 1
+            damage.finish()
+            if index == 0 and damage.packets:
+                raise SourceError(self._damage(0, f"none of its {damage.packets} packets could be decoded "
+                                                  f"({damage.last_error})"))
             problem = self._shortfall(index, last_end)
             if problem:
                 raise SourceError(self._damage(index, problem))
         finally:
             self._guard.release()
+
+    def _first_frame(self, av_frame: av.VideoFrame) -> None:
+        """What only a decoded frame tells: which decoder really runs, and the display matrix (FFmpeg attaches
+        the stream's to every frame), which turns the picture upright."""
+        self._confirm_decoder(av_frame)
+        self.orientation = orientation_of(av_frame)
+        w, h = self._coded_size
+        self.width, self.height = (h, w) if self.orientation is not None and self.orientation.transpose else (w, h)
+        if self.orientation is not None:
+            log.info("video '%s' has rotation metadata: frames are %s to stand upright (%dx%d)", self._name,
+                     self.orientation.describe(), self.width, self.height)
+            self._describe()
 
     def _confirm_decoder(self, av_frame: av.VideoFrame) -> None:
         """After the first frame: say which decoder really runs (NVDEC only when the decoder chose CUDA frames)."""
@@ -235,6 +294,8 @@ class VideoFileSource(Source):
 
     def _convert(self, index: int, av_frame: av.VideoFrame) -> Frame:
         image = av_frame.to_ndarray(format="rgb24")
+        if self.orientation is not None:
+            image = self.orientation.apply(image)
         if av_frame.pts is None:  # e.g. raw elementary streams: derive the time from the frame rate
             return make_frame(index, image, index / self.fps if self.fps else None)
         time_base = av_frame.time_base or self.time_base
