@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -12,6 +12,8 @@ from rich.table import Table
 from ..errors import UserError
 from ..model import SegFormer3D, build_model
 from ..model.checkpoints import Checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
+from ..runtime.paths import check_outputs, writable_file
+from ..runtime.settings import check_settings
 
 
 @dataclass
@@ -36,7 +38,13 @@ class ConvertConfig:
     description: str | None = None  # a note stored in the metadata
 
 
+def _typed(cfg: InfoConfig | ConvertConfig) -> None:
+    """The same typed checks as `run`'s settings (for configs built in Python as much as from flags)."""
+    check_settings(type(cfg), asdict(cfg), lambda key: f"'{key}'")
+
+
 def run_info(cfg: InfoConfig) -> int:
+    _typed(cfg)
     if cfg.weights is None and cfg.variant is None:
         raise UserError("give a weights file, or --variant b0..b5 to describe a freshly built model")
     if cfg.weights is not None:
@@ -51,6 +59,7 @@ def run_info(cfg: InfoConfig) -> int:
 
 
 def run_convert(cfg: ConvertConfig) -> int:
+    _typed(cfg)
     out = convert(cfg.input, cfg.output, half=cfg.half, description=cfg.description)
     print(f"wrote {out}")
     return 0
@@ -131,6 +140,10 @@ def convert(src: str, dst: str, half: bool = False, description: str | None = No
     out = Path(dst)
     if out.suffix != ".safetensors":
         raise UserError(f"output '{dst}' must end in .safetensors")
+    # before reading anything: never over the input (nor its folder, a Hugging Face directory), and writable
+    check_outputs([("input", src)], [("output", out)], {str(out): [out.with_name(out.name + ".partial")]})
+    if not writable_file(out):
+        raise UserError(f"cannot write '{dst}': not a writable location")
     ckpt = read_checkpoint(src)
     model = model_from_checkpoint(ckpt, src)
     if description is not None:

@@ -70,7 +70,7 @@ def open_dataset(spec: str, split: str = "train", default_length: int = 100_000,
         if path:
             raise UserError(f"synthetic dataset takes options only, not '{path}'")
         _check_options(kind, opts, {"seed", "n", "size"})
-        h, w = parse_size(opts.get("size", "256x512"))
+        h, w = parse_size(opts.get("size", "256x512"), what="synthetic dataset size")
         try:
             return SyntheticSet(int(opts.get("n", default_length)), int(opts.get("seed", default_seed)), h, w)
         except ValueError as e:

@@ -91,6 +91,9 @@ def save_checkpoint(model: SegFormer3D, path: str | Path, dtype: torch.dtype | N
         tmp.write_bytes(save(tensors, metadata=project.header(meta)))
         tmp.replace(path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        try:  # on a read-only file system even removing the partial file fails: the first error is the one
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise CheckpointError(f"cannot write '{path}': {e.strerror or e}") from None
     return path

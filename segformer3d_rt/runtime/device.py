@@ -25,7 +25,10 @@ def precision_name(dtype: torch.dtype | None) -> str:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):  # 'cuda:abc', '3': torch's own message is a traceback
+        raise UserError(f"unknown device '{name}'; choose auto, cpu, cuda or cuda:N (N a GPU number)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device '{name}' requested but CUDA is not available (torch {torch.__version__})")

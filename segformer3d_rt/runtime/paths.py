@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import reason
+from ..errors import UserError, reason
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -37,3 +37,65 @@ def writable_file(path: str | Path) -> bool:
     p = Path(path)
     probe = existing_ancestor(p.parent)
     return not p.is_dir() and probe.is_dir() and os.access(probe, os.W_OK)
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs never land on what the user gave. Paths are compared resolved (symlinks, "..") and, where both
+# exist, by (device, inode): a hard link or a bind mount of an input is that input.
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name one file or directory (either may not exist yet)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    ia, ib = _identity(Path(a)), _identity(Path(b))
+    return ia is not None and ia == ib
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies anywhere below it (resolved; by inode for existing ancestors)."""
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+        return True
+    target = _identity(Path(folder))
+    if target is None:
+        return False
+    probe = Path(real)
+    while True:
+        if _identity(probe) == target:
+            return True
+        if probe == probe.parent:
+            return False
+        probe = probe.parent
+
+
+def check_outputs(inputs: list[tuple[str, str | Path]], outputs: list[tuple[str, str | Path]],
+                  side_files: dict[str, list[Path]] | None = None) -> None:
+    """Refuse (UserError, one line) an output that is an input, lies inside an input folder, or is another
+    output. ``inputs``/``outputs``: (what, path), e.g. ("source", "in.mp4"), ("stats JSON", "s.json");
+    ``side_files``: further files an output writes first (``out.mp4.partial``), by output path."""
+    existing_inputs = [(what, Path(p)) for what, p in inputs if p and os.path.lexists(p)]
+    seen: list[tuple[str, Path]] = []
+    for what, out in outputs:
+        out = Path(out)
+        for in_what, src in existing_inputs:
+            for written in [out, *(side_files or {}).get(str(out), [])]:
+                if same_file(written, src) and src.is_dir():
+                    raise UserError(f"{what} '{out}' is the {in_what} folder '{src}'; write it elsewhere")
+                if same_file(written, src):
+                    raise UserError(f"{what} '{out}' would overwrite the {in_what} '{src}'; "
+                                    "choose another output name")
+            if src.is_dir() and inside(out, src):
+                raise UserError(f"{what} '{out}' is inside the {in_what} folder '{src}'; write it elsewhere")
+        for other_what, other in seen:
+            if same_file(out, other):
+                same = "given twice" if other_what == what else f"both the {other_what} and the {what}"
+                raise UserError(f"output '{out}' is {same}; give each output its own name")
+        seen.append((what, out))

@@ -4,15 +4,29 @@ from __future__ import annotations
 from ..errors import UserError
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x512' -> (256, 512), height first."""
+# The largest side of a size anyone gives (input box, crop, synthetic frames): beyond this a typo such as
+# 100000x100000 would only be found when memory runs out. 4096 holds 4K video (2160x3840) in one box.
+MAX_SIDE = 4096
+
+
+def check_size(hw: tuple[int, int], *, limit: int = MAX_SIDE, smallest: int = 32,
+               what: str = "size") -> tuple[int, int]:
+    """``hw`` itself when each side is in [smallest, limit]; else a UserError naming ``what`` and the bound."""
+    h, w = hw
+    if h < smallest or w < smallest:
+        raise UserError(f"{what}: {h}x{w} is too small (at least {smallest}x{smallest})")
+    if h > limit or w > limit:
+        raise UserError(f"{what}: {h}x{w} is too large (at most {limit} per side)")
+    return h, w
+
+
+def parse_size(text: str, *, limit: int = MAX_SIDE, smallest: int = 32, what: str = "size") -> tuple[int, int]:
+    """'256x512' -> (256, 512), height first; each side in [smallest, limit]."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise UserError(f"size '{text}' is not HxW, e.g. 512x1024") from None
-    if h < 32 or w < 32:
-        raise UserError(f"size '{text}' is too small (at least 32x32)")
-    return h, w
+        raise UserError(f"{what} '{text}' is not HxW, e.g. 512x1024") from None
+    return check_size((h, w), limit=limit, smallest=smallest, what=what)
 
 
 def parse_range(text: str, sep: str, what: str) -> tuple[float, float]:

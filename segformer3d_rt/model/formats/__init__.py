@@ -28,7 +28,19 @@ FORMATS: tuple[Format, ...] = (project, huggingface, segformer3d, nvlabs, mit)
 __all__ = ["FORMATS", "Checkpoint", "Source", "StateDict", "read_checkpoint"]
 
 
+# what torch.save writes first: a zip archive (since torch 1.6), or the legacy format's pickled magic number
+_TORCH_MAGICS = (b"PK\x03\x04", b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
+
+
 def _torch_load(path: Path) -> object:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise CheckpointError(f"cannot read '{path}': {e.strerror or e}") from None
+    if not head.startswith(_TORCH_MAGICS):  # else torch.load blames "Python objects" for any random bytes
+        raise CheckpointError(f"'{path}' is not a checkpoint (corrupt, or an unknown format: neither a PyTorch "
+                              "file nor safetensors)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except zipfile.BadZipFile as e:

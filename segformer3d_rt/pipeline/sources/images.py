@@ -83,6 +83,11 @@ class ImageSource(Source):
             raise SourceError(f"cannot open image '{path}': file not found")
         self.frame_count = len(self._files)
 
+    @property
+    def files(self) -> list[Path]:
+        """The image files, in the order their frames come (image sinks plan their output names from them)."""
+        return list(self._files)
+
     def close(self) -> None:
         self._stop.set()
         self._first = None

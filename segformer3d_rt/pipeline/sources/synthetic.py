@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import SourceError
+from ...runtime.sizes import MAX_SIDE
 from ..frames import Frame
 from ..media import describe_fps, exact_rate
 from .base import Pacer, Source, make_frame
@@ -23,6 +24,8 @@ def _parse_hw(item: str, value: str) -> tuple[int, int]:
     if h < 8 or w < 8:
         raise SourceError(f"synthetic source: bad option '{item}' (size is HxW, height first, each at least 8, "
                           "e.g. size=256x512)")
+    if h > MAX_SIDE or w > MAX_SIDE:  # found now, not when memory runs out
+        raise SourceError(f"synthetic source: size {h}x{w} is too large (at most {MAX_SIDE} per side)")
     return h, w
 
 
