@@ -30,6 +30,9 @@ from ..labels import SKY
 from ..runtime.cache import LRUCache
 
 VIEWS = ("overlay", "seg", "depth", "side-by-side", "grid")
+# `run --view` also takes "attention", drawn by attention_view.py from the captured maps (not by render_frame)
+ATTENTION_VIEW = "attention"
+RUN_VIEWS = (*VIEWS, ATTENTION_VIEW)
 
 # Panels per view, row by row; both back ends compose their canvas from this table.
 LAYOUTS: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType({

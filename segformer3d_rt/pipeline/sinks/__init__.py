@@ -15,9 +15,11 @@ from __future__ import annotations
 from .base import Sink
 from .display import DisplaySink, display_available
 from .encoders import choose_encoder
+from .gif import GifSink
 from .image_dir import ImageDirSink
 from .mp4 import CONTAINER_FORMATS, Mp4Sink
 from .null import NullSink
+from .picture import PICTURE_SUFFIXES, PictureSink
 
-__all__ = ["CONTAINER_FORMATS", "DisplaySink", "ImageDirSink", "Mp4Sink", "NullSink", "Sink", "choose_encoder",
-           "display_available"]
+__all__ = ["CONTAINER_FORMATS", "PICTURE_SUFFIXES", "DisplaySink", "GifSink", "ImageDirSink", "Mp4Sink", "NullSink",
+           "PictureSink", "Sink", "choose_encoder", "display_available"]

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -74,7 +75,10 @@ class DisplaySink(Sink):
 
     GUI toolkits want one thread: create, write to, poll and close it from the same (main) thread."""
 
-    def __init__(self, title: str = "segformer3d-rt", max_size: tuple[int, int] | None = (1280, 720)) -> None:
+    def __init__(self, title: str = "segformer3d-rt", max_size: tuple[int, int] | None = (1280, 720),
+                 on_click: Callable[[tuple[int, int] | None], None] | None = None) -> None:
+        """``on_click``: called (on the GUI thread) with the rendered frame's pixel under a left click, None for a
+        right click."""
         ok, reason = display_available()
         if not ok:
             raise SinkError(f"cannot show a window: {reason}")
@@ -83,11 +87,21 @@ class DisplaySink(Sink):
         self.stop_requested = False
         self._shown = False
         self._closed = False
+        self._on_click = on_click
+        self._scale = 1.0  # rendered pixels per window pixel (frames larger than max_size are shown smaller)
         try:
             # frames arrive already fitted to max_size; GUI_NORMAL drops the Qt toolbar and status bar
             cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         except cv2.error as e:
             raise SinkError(f"cannot open a window: {str(e).strip().splitlines()[-1]}") from e
+        if on_click is not None:
+            cv2.setMouseCallback(title, self._mouse)
+
+    def _mouse(self, event: int, x: int, y: int, flags: int, param: object) -> None:
+        if event == cv2.EVENT_LBUTTONDOWN:
+            self._on_click((int(x * self._scale), int(y * self._scale)))
+        elif event == cv2.EVENT_RBUTTONDOWN:
+            self._on_click(None)
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         if self.max_size is None:
@@ -95,8 +109,10 @@ class DisplaySink(Sink):
         h, w = image.shape[:2]
         scale = min(self.max_size[0] / w, self.max_size[1] / h)
         if scale >= 1.0:
+            self._scale = 1.0
             return image
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        self._scale = w / size[0]
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def write(self, frame: Frame, rendered: np.ndarray) -> None:
