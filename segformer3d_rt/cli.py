@@ -25,10 +25,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return run_convert(ConvertConfig(args.input, args.output, half=args.half, description=args.description))
 
 
-def _size(text: str | None) -> tuple[int, int] | None:
+def _size(text: str | None, what: str = "size") -> tuple[int, int] | None:
     from .commands import parse_size
 
-    return parse_size(text) if text else None
+    return parse_size(text, what=what) if text else None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -37,18 +37,82 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = {
         "source": args.source, "weights": args.weights, "outputs": args.output or None,
         "show": True if args.show else None, "live": args.live, "device": args.device,
-        "precision": args.precision,
-        "input_size": _size(args.input_size),
+        "precision": args.precision, "backend": args.backend,
+        "input_size": _size(args.input_size, "--input-size"),
         "batch_size": args.batch_size, "queue_size": args.queue_size, "view": args.view, "alpha": args.alpha,
         "legend": args.legend, "hud": args.hud, "colormap": args.colormap,
         "depth_range": tuple(args.depth_range) if args.depth_range else None,
         "depth_smoothing": args.depth_smoothing,
-        "codec": args.codec, "crf": args.crf, "preset": args.preset, "bitrate": args.bitrate,
+        "codec": args.codec, "crf": args.crf, "preset": args.preset, "realtime": args.realtime, "bitrate": args.bitrate,
         "audio": args.audio, "max_frames": args.max_frames, "stats_json": args.stats_json,
         "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
         "device_stages": args.device_stages, "cuda_graphs": args.cuda_graphs, "hw_decode": args.hw_decode,
+        **_attention_overrides(args),
     }
     return run_pipeline(build_config(args.pipeline, overrides))
+
+
+def _attention_overrides(args: argparse.Namespace) -> dict:
+    """run's --stage/--block/--head/--query/--with as RunConfig fields (None: not given)."""
+    from .commands.attention import parse_head, parse_query, parse_with
+
+    return {"attention_stage": args.stage, "attention_block": args.block,
+            "attention_head": parse_head(args.head) if args.head is not None else None,
+            "attention_query": parse_query(args.query) if args.query is not None else None,
+            "attention_with": parse_with(args.beside) or None}
+
+
+def _add_attention_flags(g: argparse._ArgumentGroup) -> None:
+    """The map selection, shared by `attention` and `run --view attention`."""
+    g.add_argument("--stage", type=int, metavar="1-4", help="one encoder stage (default: all four in a 2x2 grid)")
+    g.add_argument("--block", type=int, metavar="N", help="block of the stage, from 1 (default: its last)")
+    g.add_argument("--head", metavar="N|mean", help="attention head, from 1, or mean (default mean)")
+    g.add_argument("--query", metavar="X,Y", help="query pixel of the source: its attention over the image "
+                   "(default: the attention each location receives, the mean over queries; in the window a click "
+                   "moves it, a right click clears it)")
+    g.add_argument("--with", dest="beside", action="append", metavar="overlay|depth",
+                   help="draw a head's output beside the maps (repeatable, or overlay,depth)")
+
+
+def _cmd_attention(args: argparse.Namespace) -> int:
+    from .commands.attention import AttentionConfig, parse_head, parse_query, parse_with, run_attention
+
+    return run_attention(AttentionConfig(
+        source=args.source, output=args.output, weights=args.weights, stage=args.stage, block=args.block,
+        head=parse_head(args.head) if args.head is not None else "mean",
+        query=parse_query(args.query) if args.query is not None else None, beside=parse_with(args.beside),
+        frame=args.frame, max_frames=args.max_frames, input_size=_size(args.input_size, "--input-size"),
+        device=args.device, precision=args.precision, colormap=args.colormap, alpha=args.alpha, crf=args.crf))
+
+
+def _add_attention_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser(
+        "attention", help="draw the encoder's attention maps on an image, folder, video or camera",
+        description="MiT's attention (spatially reduced keys, mapped back onto the frame) for one stage/block/head "
+                    "or, by default, the last block of each of the four stages in a 2x2 grid: for one query pixel, "
+                    "or the attention each location receives. The normal inference path is untouched: the maps "
+                    "come from the chosen blocks' own query and key projections.",
+        epilog="examples:\n  segformer3d-rt attention street.jpg -o attn.png --query 320,200\n"
+               "  segformer3d-rt attention clip.mp4 -o attn.mp4 --stage 4 --head 3 --with overlay\n"
+               "  segformer3d-rt attention clip.mp4 -o attn.gif --max-frames 50\n"
+               "  segformer3d-rt attention photos/ -o maps/ --with depth",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("source", help="image or folder of images, video file, camera index, stream URL or synthetic:")
+    a.add_argument("-o", "--output", required=True, metavar="PATH",
+                   help="a .png/.jpg picture (one frame, see --frame), a .mp4/.mkv/.mov video, a .gif, or a folder "
+                        "(one PNG per frame)")
+    a.add_argument("--weights", help="checkpoint, any supported format (default: the bundled B0 weights)")
+    _add_attention_flags(a.add_argument_group("maps"))
+    a.add_argument("--frame", type=int, default=0, metavar="N",
+                   help="for a picture output: draw frame N of the source (default 0)")
+    a.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    a.add_argument("--input-size", metavar="HxW", help="model input box (default: the checkpoint's)")
+    a.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    a.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16 (the maps are fp32 either way)")
+    a.add_argument("--colormap", default="inferno", help="colour map of the maps (default inferno)")
+    a.add_argument("--alpha", type=float, default=0.6, help="weight of the map over the greyed frame (default 0.6)")
+    a.add_argument("--crf", type=int, default=23, help="video quality (libx264 CRF, default 23)")
+    a.set_defaults(func=_cmd_attention)
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +134,10 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="newest frame wins, drops counted (default: on for cameras/URLs, off for files)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    g.add_argument("--precision", help="auto | fp32 | fp16 | bf16 (auto: fp16 autocast on CUDA, fp32 on CPU)")
+    g.add_argument("--precision", help="auto | fp32 | fp16 | bf16 (auto: fp16 autocast on CUDA; on the CPU bf16 "
+                                       "where OpenVINO has it and it keeps the outputs, else fp32)")
+    g.add_argument("--backend", help="auto | torch | openvino | onnxruntime | tensorrt (auto: OpenVINO on the CPU, "
+                                     "torch on CUDA, TensorRT for an .engine)")
     g.add_argument("--input-size", metavar="HxW", help="model input box; the frame is fitted keeping its "
                                                        "aspect ratio, sides rounded to multiples of 32")
     g.add_argument("--batch-size", type=int, help="frames per batch for files (live sources use 1)")
@@ -85,7 +152,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="replay inference as a CUDA graph per input shape (default: on for CUDA)")
     v = r.add_argument_group("rendering")
-    v.add_argument("--view", help="overlay | seg | depth | side-by-side | grid (default overlay)")
+    v.add_argument("--view", help="overlay | seg | depth | side-by-side | grid | attention (default overlay)")
     v.add_argument("--alpha", type=float, help="class colour weight in the overlay (default 0.5)")
     v.add_argument("--legend", action=argparse.BooleanOptionalAction, default=None, help="class legend")
     v.add_argument("--hud", action=argparse.BooleanOptionalAction, default=None, help="FPS/latency overlay")
@@ -94,13 +161,17 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help="fixed depth colour range (default: a robust range smoothed over frames)")
     v.add_argument("--depth-smoothing", type=float, metavar="W",
                    help="share of each new frame in the smoothed depth colour range (default 0.05; 1 = per frame)")
+    _add_attention_flags(r.add_argument_group("attention view (--view attention)"))
     o = r.add_argument_group("video output")
     o.add_argument("--codec", help="video encoder: auto (h264_nvenc on CUDA runs when available, else libx264; "
                    "the default) or any FFmpeg encoder name")
     o.add_argument("--hw-decode", action=argparse.BooleanOptionalAction, default=None,
                    help="NVIDIA decoding of video files (default: tried on CUDA runs, software fallback)")
     o.add_argument("--crf", type=int, help="constant rate factor for x264/x265 (default 23)")
-    o.add_argument("--preset", help="encoder preset (default medium)")
+    o.add_argument("--preset", help="encoder preset (default: medium for files, veryfast/superfast in real time)")
+    o.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                   help="favour keeping up with the source over file size: a fast encoder preset, crf kept "
+                        "(default: on for cameras and streams, off for files, which still keep every frame)")
     o.add_argument("--bitrate", help="target bitrate, e.g. 8M (codecs without CRF)")
     o.add_argument("--audio", action=argparse.BooleanOptionalAction, default=None,
                    help="copy the source's audio into the mp4 (default on; --no-audio drops it)")
@@ -138,7 +209,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(EvalConfig(
         data=args.data, weights=args.weights, split=args.split, input_size=_size(args.input_size),
         max_depth=args.max_depth, limit=args.limit, device=args.device, precision=args.precision,
-        workers=args.workers, json=args.json))
+        workers=args.workers, json=args.json, backend=args.backend))
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -160,13 +231,45 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .commands import parse_size
     from .commands.bench import BenchConfig, run_bench
 
+    sizes = _list(args.sizes, parse_size) if args.sizes else ((_size(args.input_size),) if args.input_size else None)
     return run_bench(BenchConfig(
-        weights=args.weights, variant=args.variant, sizes=_list(args.sizes, parse_size),
+        weights=args.weights, variant=args.variant, sizes=sizes or BenchConfig.sizes,
         batch=_list(args.batch, int, "--batch"), precision=_list(args.precision), mode=_list(args.mode),
         warmup=args.warmup, iters=args.iters, device=args.device, threads=args.threads, source=args.source,
         sink=args.sink, input_size=_size(args.input_size), pipeline_batch=args.pipeline_batch,
         pipeline_precision=args.pipeline_precision, max_frames=args.max_frames, repeat=args.repeat,
-        json=args.json))
+        json=args.json, backend=_list(args.backend), compare=_list(args.compare) if args.compare else ()))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .commands.export import ExportConfig, run_export
+
+    return run_export(ExportConfig(weights=args.weights, format=args.format, output=args.output,
+                                   input_size=_size(args.input_size, "--input-size"), dynamic=args.dynamic,
+                                   precision=args.precision, check_image=args.check_image))
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser(
+        "export", help="export a checkpoint to ONNX, OpenVINO IR or a TensorRT engine (metadata inside)",
+        description="Export the network (folded heads; outputs seg_logits and depth) with the checkpoint's "
+                    "metadata inside the file, so that `run --weights FILE` works. Every export is checked "
+                    "against the torch model on a frame and the result printed.",
+        epilog="examples:\n  segformer3d-rt export weights.safetensors --format onnx -o model.onnx --dynamic\n"
+               "  segformer3d-rt export --format openvino -o model.xml --input-size 288x512\n"
+               "  segformer3d-rt export weights.safetensors --format tensorrt -o model.engine  (needs a GPU)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("weights", nargs="?", help="checkpoint (default: the bundled weights)")
+    x.add_argument("--format", required=True, choices=("onnx", "openvino", "tensorrt"))
+    x.add_argument("-o", "--output", required=True, help="output file: .onnx, .xml (+ .bin beside it) or .engine")
+    x.add_argument("--input-size", metavar="HxW", help="export size (default: the checkpoint's input size)")
+    x.add_argument("--dynamic", action="store_true", help="let H and W vary (the batch always may)")
+    x.add_argument("--precision", default="auto", help="onnx: fp32 | fp16 (LayerNorm and softmax stay fp32); "
+                   "openvino: fp32 | fp16 (weights stored as fp16); tensorrt: fp16 | fp32. auto: fp16 for "
+                   "tensorrt, fp32 otherwise")
+    x.add_argument("--check-image", metavar="PATH", help="check the export on this image (default: a "
+                   "procedural driving scene)")
+    x.set_defaults(func=_cmd_export)
 
 
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -180,17 +283,25 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--weights", help="checkpoint (default: a random model of --variant)")
     b.add_argument("--variant", default="b0", help="b0..b5 when no --weights (default b0)")
-    b.add_argument("--sizes", default="512x1024", help="comma-separated HxW (model only)")
-    b.add_argument("--batch", default="1", help="comma-separated batch sizes (model only)")
+    b.add_argument("--sizes", help="comma-separated HxW (model only; default --input-size, else 512x1024)")
+    b.add_argument("--batch", "--batch-size", dest="batch", default="1",
+                   help="comma-separated batch sizes (model only)")
+    b.add_argument("--backend", default="torch", help="comma-separated torch,openvino,onnxruntime,tensorrt "
+                   "(model only: a sweep; exported backends run their own compiled graph, --mode applies to torch; "
+                   "with --source: the one backend of the pipeline and of the model alone)")
+    b.add_argument("--compare", help="'transformers': also time Hugging Face's single-head "
+                   "SegformerForSemanticSegmentation of the same variant (random weights) and print the ratio")
     b.add_argument("--precision", default="fp32", help="comma-separated fp32,fp16,bf16 (model only)")
     b.add_argument("--mode", default="folded", help="comma-separated eager,folded,compile,cudagraph")
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--iters", type=int, default=30)
     b.add_argument("--device", default="auto")
-    b.add_argument("--threads", type=int, help="CPU threads for torch")
+    b.add_argument("--threads", type=int, help="CPU threads for torch, and for OpenVINO and ONNX Runtime in the "
+                   "model-only sweep (default: every core)")
     b.add_argument("--source", help="measure the whole pipeline on this source instead")
     b.add_argument("--sink", choices=("null", "mp4"), default="null", help="pipeline output (default null)")
-    b.add_argument("--input-size", metavar="HxW", help="pipeline model input box")
+    b.add_argument("--input-size", metavar="HxW", help="pipeline model input box (model only: the size when no "
+                   "--sizes)")
     b.add_argument("--pipeline-batch", type=int, default=None, help="pipeline batch size")
     b.add_argument("--pipeline-precision", default=None, help="pipeline precision (auto|fp32|fp16|bf16)")
     b.add_argument("--max-frames", type=int, help="pipeline: stop after N frames")
@@ -259,10 +370,52 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-depth", type=float, default=80.0, help="ignore ground truth beyond this (default 80)")
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
     e.add_argument("--device", default="auto")
-    e.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16")
+    e.add_argument("--precision", default="fp32", help="auto | fp32 | fp16 | bf16")
+    e.add_argument("--backend", default="auto", help="auto | torch | openvino | onnxruntime | tensorrt "
+                   "(auto: OpenVINO on the CPU, torch on CUDA, TensorRT for an .engine)")
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--json", metavar="PATH", nargs="?", const="-", help="write JSON to PATH (or stdout with -)")
     e.set_defaults(func=_cmd_eval)
+
+
+def _cmd_soak(args: argparse.Namespace) -> int:
+    from .commands.run import build_config
+    from .commands.soak import SoakConfig, run_soak
+
+    run = build_config(args.pipeline, {
+        "source": args.source, "weights": args.weights, "outputs": args.output or None,
+        "live": True if args.live is None else args.live, "device": args.device, "precision": args.precision,
+        "backend": args.backend, "input_size": _size(args.input_size, "--input-size"),
+        "max_frames": args.max_frames, "progress": args.progress, "timeout_s": args.timeout})
+    return run_soak(SoakConfig(run=run, interval_s=args.interval, json=args.json))
+
+
+def _add_soak_parser(sub: argparse._SubParsersAction) -> None:
+    k = sub.add_parser(
+        "soak", help="a long live run with memory, threads and CPU sampled (do they stay flat?)",
+        description="Run the pipeline live for a long time and sample the process every --interval seconds: "
+                    "resident memory, threads, open files, CPU (each thread's, the dashboard's apart), frames "
+                    "and latency. Prints the first- and last-quarter medians; --json keeps every sample.",
+        epilog="example:\n  segformer3d-rt soak synthetic:size=128x256,fps=25 --max-frames 6000 "
+               "--input-size 128x256 --json soak.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("source", help="as for run: synthetic:..., a video file (paced), camera index, URL")
+    k.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (default: until Ctrl-C)")
+    k.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between samples (default 5)")
+    k.add_argument("--json", metavar="PATH", help="write every sample, the summary and the run's report")
+    k.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="paced, newest frame wins (default on, even for files)")
+    k.add_argument("-o", "--output", action="append", metavar="PATH", help="also record (as for run)")
+    k.add_argument("--weights", help="checkpoint (default: the bundled B0 weights)")
+    k.add_argument("--pipeline", metavar="PRESET", help="TOML preset, as for run; flags override it")
+    k.add_argument("--input-size", metavar="HxW", help="model input box (default: the checkpoint's)")
+    k.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    k.add_argument("--precision", help="auto | fp32 | fp16 | bf16")
+    k.add_argument("--backend", help="auto | torch | openvino | onnxruntime | tensorrt")
+    k.add_argument("--timeout", type=float, metavar="S", help="open/read timeout for cameras and streams")
+    k.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default=None,
+                   help="the dashboard (default auto: rich on a terminal)")
+    k.set_defaults(func=_cmd_soak)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,8 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=_cmd_convert)
 
     _add_run_parser(sub)
+    _add_attention_parser(sub)
     _add_train_parser(sub)
     _add_bench_parser(sub)
+    _add_export_parser(sub)
+    _add_soak_parser(sub)
 
     s = sub.add_parser("synth", help="render a drive through the procedural world to a video",
                        description="Render consecutive frames of one drive of the synthetic world (camera images "

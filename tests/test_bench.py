@@ -66,3 +66,35 @@ def test_bad_mode_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--mode", "cudagraph",
                         "--sizes", "64x64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "needs a CUDA device" in r.stderr
+
+
+def test_backend_sweep_with_startup_fidelity_and_the_transformers_reference(tmp_path):
+    rep = _bench(tmp_path, "--variant", "b0", "--backend", "torch,onnxruntime,openvino", "--input-size", "64x128",
+                 "--batch-size", "1", "--precision", "fp32,bf16", "--warmup", "1", "--iters", "3",
+                 "--compare", "transformers")
+    rows = rep["model"]
+    assert [(r["backend"], r["precision"]) for r in rows] == [
+        ("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+    assert rep["skipped"] == ["onnxruntime bf16"]
+    assert {r["size"] for r in rows} == {"64x128"}  # --input-size is the size when no --sizes
+    for r in rows:
+        assert r["startup_s"] > 0 and r["latency_ms"]["count"] == 3
+        if r["backend"] != "torch":
+            assert r["mode"] == "-" and r["backend_startup_s"] <= r["startup_s"]
+            if r["precision"] == "fp32":  # the exported graph against torch on the same input
+                assert r["fidelity"]["max_abs_diff"] < 1e-4 and r["fidelity"]["argmax_agreement"] == 1.0
+    (hf,) = rep["transformers"]
+    assert "SegformerForSemanticSegmentation b0 (single head, random weights)" in hf["model"]
+    assert hf["size"] == "64x128" and hf["batch"] == 1 and hf["latency_ms"]["count"] == 3
+    for r in rows:
+        assert r["vs_transformers"] == pytest.approx(hf["latency_ms"]["p50"] / r["latency_ms"]["p50"])
+    assert rep["environment"]["openvino"] and rep["environment"]["onnxruntime"]
+
+
+def test_bad_backend_and_compare_are_one_line():
+    base = [sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--sizes", "64x64", "--device", "cpu"]
+    for extra, needle in ((["--backend", "turbo"], "unknown backend 'turbo'"),
+                          (["--backend", "tensorrt"], "runs on CUDA"),
+                          (["--compare", "timm"], "unknown --compare 'timm'")):
+        r = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr

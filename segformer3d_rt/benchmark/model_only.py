@@ -1,9 +1,11 @@
 """The model-only benchmark core of `segformer3d-rt bench` (the command, and the whole-pipeline comparison,
 are in ``commands/bench.py``), CPU or GPU.
 
-Model-only: every combination of input size x batch x precision x mode, after warm-up; GPU work is
-timed with CUDA events, CPU work with perf_counter. Fidelity of fp16/bf16 against fp32 on the same
-input is reported beside the speed (argmax agreement, depth relative difference).
+Model-only: every combination of input size x batch x precision x mode (torch) or backend (OpenVINO, ONNX
+Runtime, TensorRT: their own compiled graph), after warm-up; GPU work is timed with CUDA events, CPU work with
+perf_counter. Start-up (building the forward: folding, export, compile; and the first call) is its own figure.
+Fidelity against torch fp32 on the same input is reported beside the speed (argmax agreement, depth relative
+difference; max |diff| for the backends).
 """
 from __future__ import annotations
 
@@ -19,11 +21,15 @@ from ..errors import UserError
 from ..model import SegFormer3D, SegFormerOutput
 from ..model.folding import fold
 from ..pipeline.stats import summarise
+from ..runtime.backends.fidelity import check_frame, compare
 from ..runtime.cuda_graph import CudaGraphRunner
 from ..runtime.device import autocast, on_device, precision_dtype
 from ..runtime.normalize import normalize
 
 MODES = ("eager", "folded", "compile", "cudagraph")
+# what each exported-network backend computes in (bench --precision names)
+BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16"), "onnxruntime": ("fp32",), "tensorrt": ("fp16", "fp32")}
+BACKENDS = ("torch", *BACKEND_PRECISIONS)
 
 
 @dataclass
@@ -31,7 +37,8 @@ class BenchCase:
     size: tuple[int, int]
     batch: int
     precision: str  # fp32 | fp16 | bf16
-    mode: str  # eager | folded | compile | cudagraph
+    mode: str  # eager | folded | compile | cudagraph ("-" for the exported backends)
+    backend: str = "torch"  # torch | openvino | onnxruntime | tensorrt
 
 
 def make_forward(model: SegFormer3D, device: torch.device, precision: str, mode: str,
@@ -98,10 +105,7 @@ def _time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: to
 def example_input(model: SegFormer3D, batch: int, size: tuple[int, int]) -> torch.Tensor:
     """A normalised driving scene from the held-out synthetic world: fidelity of fp16 against fp32 is
     only meaningful on an image the network has an opinion about (noise gives near-tied logits)."""
-    from ..synthetic import HELD_OUT_SEED, SEED_STRIDE, render_sample
-
-    image = render_sample(HELD_OUT_SEED * SEED_STRIDE, *size).image
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.ascontiguousarray(check_frame(size))).permute(2, 0, 1)[None].float() / 255.0
     return normalize(x, model.meta.mean, model.meta.std).repeat(batch, 1, 1, 1)
 
 
@@ -121,8 +125,35 @@ def fidelity(model: SegFormer3D, device: torch.device, precision: str, x: torch.
     return out
 
 
+def _open(model: SegFormer3D, device: torch.device, case: BenchCase, x: torch.Tensor,
+          root: Any, threads: int | None) -> tuple[Callable[[torch.Tensor], Any], dict[str, Any]]:
+    """The case's forward and what to report about it beyond speed."""
+    if case.backend == "torch":
+        return make_forward(model, device, case.precision, case.mode, x), {}
+    from ..runtime.backends import open_backend
+
+    backend = open_backend(case.backend, model, device, case.precision, case.size, root, threads)
+    return backend, {"precision": backend.precision, "precision_note": backend.note,
+                     "backend_startup_s": backend.startup_s}
+
+
+@torch.inference_mode()
+def backend_fidelity(model: SegFormer3D, device: torch.device, fn: Callable, x: torch.Tensor) -> dict[str, float]:
+    """An exported backend against torch fp32 (folded) on the same input."""
+    ref = make_forward(model, device, "fp32", "folded", x)(x)
+    fid = compare(ref, fn(x), model.meta)
+    out = {"argmax_agreement": fid.argmax_agreement, "max_abs_diff": max(fid.max_abs_seg, fid.max_abs_depth or 0.0)}
+    if fid.depth_rel is not None:
+        out["depth_rel_diff_mean"] = fid.depth_rel
+    return out
+
+
 def bench_model(model: SegFormer3D, device: torch.device, cases: list[BenchCase], warmup: int, iters: int,
-                check_fidelity: bool = True, on_result: Callable[[dict], None] | None = None) -> list[dict]:
+                check_fidelity: bool = True, on_result: Callable[[dict], None] | None = None,
+                cache_root: Any = None, threads: int | None = None) -> list[dict]:
+    """One row per case. ``startup_s``: from building the forward (folding; export and compile for the
+    backends, in ``cache_root``) to the end of its first call, which is the first warm-up iteration.
+    ``threads``: the CPU threads of the exported backends (None: every core), as torch's for a fair run."""
     model = model.to(device).eval()
     results = []
     for case in cases:
@@ -130,21 +161,55 @@ def bench_model(model: SegFormer3D, device: torch.device, cases: list[BenchCase]
         x = example_input(model, case.batch, (h, w)).to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        fn = make_forward(model, device, case.precision, case.mode, x)
-        times = time_forward(fn, x, device, warmup, iters)
+        t0 = time.perf_counter()
+        fn, extra = _open(model, device, case, x, cache_root, threads)
+        with torch.inference_mode(), on_device(device):
+            fn(x)
+            _sync(device)
+        startup = time.perf_counter() - t0
+        times = time_forward(fn, x, device, max(warmup - 1, 0), iters)
         s = summarise(times)
         med = float(np.median(times))
         r: dict[str, Any] = {
             "size": f"{h}x{w}", "batch": case.batch, "precision": case.precision, "mode": case.mode,
+            "backend": case.backend, "startup_s": startup,
             "latency_ms": s, "throughput_fps": case.batch / med if med > 0 else None,
             "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+            **extra,
         }
-        if check_fidelity and case.precision != "fp32":
+        if check_fidelity and case.backend != "torch":
+            r["fidelity"] = backend_fidelity(model, device, fn, x)
+        elif check_fidelity and case.precision != "fp32":
             r["fidelity"] = fidelity(model, device, case.precision, x)
         results.append(r)
         if on_result:
             on_result(r)
     return results
+
+
+def bench_transformers(model: SegFormer3D, device: torch.device, shapes: list[tuple[tuple[int, int], int]],
+                       warmup: int, iters: int) -> list[dict]:
+    """Hugging Face's single-head SegformerForSemanticSegmentation of the same variant, fp32, timed exactly as
+    the rows of :func:`bench_model` (same input, warm-up and iterations) at each (size, batch)."""
+    from .transformers_ref import hf_forward, hf_segformer
+
+    hf, version = hf_segformer(model.meta)
+    rows = []
+    for (h, w), batch in shapes:
+        x = example_input(model, batch, (h, w)).to(device)
+        t0 = time.perf_counter()
+        fn = hf_forward(hf, device, "fp32")
+        with torch.inference_mode(), on_device(device):
+            fn(x)
+            _sync(device)
+        startup = time.perf_counter() - t0
+        times = time_forward(fn, x, device, max(warmup - 1, 0), iters)
+        med = float(np.median(times))
+        rows.append({"size": f"{h}x{w}", "batch": batch, "precision": "fp32", "model": "transformers "
+                     f"{version} SegformerForSemanticSegmentation {model.meta.variant} (single head, random weights)",
+                     "startup_s": startup, "latency_ms": summarise(times),
+                     "throughput_fps": batch / med if med > 0 else None})
+    return rows
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -155,6 +220,11 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "device": str(device)}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg in ("openvino", "onnxruntime", "tensorrt", "transformers"):
+        with contextlib.suppress(PackageNotFoundError):
+            env[pkg] = version(pkg)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, gpu_mem_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,

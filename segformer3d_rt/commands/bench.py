@@ -15,8 +15,8 @@ from ..errors import UserError
 
 @dataclass
 class BenchConfig:
-    """Model only: every combination of sizes x batches x precisions x modes. With ``source``: the whole
-    pipeline on it, then the model alone at the input size the pipeline used."""
+    """Model only: every combination of sizes x batches x precisions x modes (torch) or backends. With
+    ``source``: the whole pipeline on it, then the model alone at the input size the pipeline used."""
 
     weights: str | None = None  # None: a random model of ``variant``
     variant: str = "b0"
@@ -27,7 +27,7 @@ class BenchConfig:
     warmup: int = 5
     iters: int = 30
     device: str = "auto"
-    threads: int | None = None  # torch CPU threads
+    threads: int | None = None  # CPU threads of torch and (model only) of OpenVINO and ONNX Runtime
     source: str | None = None  # measure the whole pipeline on this source instead
     sink: str = "null"  # pipeline output: null | mp4
     input_size: tuple[int, int] | None = None  # pipeline model input box
@@ -36,6 +36,8 @@ class BenchConfig:
     max_frames: int | None = None
     repeat: int = 1  # pipeline: rounds of (pipeline, model only); the median-ratio round is reported
     json: str | None = None  # write all results as JSON
+    backend: tuple[str, ...] = ("torch",)  # torch | openvino | onnxruntime | tensorrt (model only: a sweep)
+    compare: tuple[str, ...] = ()  # "transformers": Hugging Face's single-head SegFormer in the same run
 
 
 def _model(cfg: BenchConfig):
@@ -43,32 +45,93 @@ def _model(cfg: BenchConfig):
 
     if cfg.weights:
         return load_model(cfg.weights), cfg.weights
+    import torch
+
+    torch.manual_seed(0)  # the same random model in every run, so that runs compare (fidelity too)
     try:
-        return build_model(cfg.variant), f"{cfg.variant} (random weights)"
+        return build_model(cfg.variant), f"{cfg.variant} (random weights, seed 0)"
     except ValueError as e:
         raise UserError(str(e)) from None
 
 
 def _table(rows: list[dict], title: str) -> Table:
     t = Table(title=title, title_justify="left")
-    for c in ("size", "batch", "precision", "mode", "p50 ms", "p95 ms", "p99 ms", "FPS", "GPU MB", "fidelity"):
+    ratios = any("vs_transformers" in r for r in rows)
+    for c in ("backend", "size", "batch", "precision", "mode", "p50 ms", "p95 ms", "p99 ms", "FPS", "start-up s",
+              "GPU MB", "fidelity vs torch fp32") + (("vs HF",) if ratios else ()):
         t.add_column(c, justify="right")
     for r in rows:
         lat = r["latency_ms"]
         fid = r.get("fidelity")
         fid_s = (f"argmax {fid['argmax_agreement'] * 100:.2f}%" +
-                 (f", depth {fid['depth_rel_diff_mean'] * 100:.3f}%" if "depth_rel_diff_mean" in fid else "")
+                 (f", depth {fid['depth_rel_diff_mean'] * 100:.2f}%" if "depth_rel_diff_mean" in fid else "") +
+                 (f", max {fid['max_abs_diff']:.0e}" if "max_abs_diff" in fid else "")
                  ) if fid else "-"
-        t.add_row(r["size"], str(r["batch"]), r["precision"], r["mode"], f"{lat['p50']:.2f}", f"{lat['p95']:.2f}",
-                  f"{lat['p99']:.2f}", f"{r['throughput_fps']:.1f}",
-                  f"{r['peak_gpu_mem_mb']:.0f}" if r["peak_gpu_mem_mb"] else "-", fid_s)
+        t.add_row(r.get("backend", "torch"), r["size"], str(r["batch"]), r["precision"], r["mode"],
+                  f"{lat['p50']:.2f}", f"{lat['p95']:.2f}", f"{lat['p99']:.2f}", f"{r['throughput_fps']:.1f}",
+                  f"{r['startup_s']:.2f}" if r.get("startup_s") is not None else "-",
+                  f"{r['peak_gpu_mem_mb']:.0f}" if r["peak_gpu_mem_mb"] else "-", fid_s,
+                  *((f"{r['vs_transformers']:.2f}x" if "vs_transformers" in r else "-",) if ratios else ()))
     return t
+
+
+def _line(r: dict) -> str:
+    """One finished case, as it is printed while the sweep goes on."""
+    note = f" ({r['precision_note']})" if r.get("precision_note") else ""
+    return (f"  {r['backend']} {r['size']} b{r['batch']} {r['precision']} {r['mode']}: p50 "
+            f"{r['latency_ms']['p50']:.2f} ms, {r['throughput_fps']:.1f} FPS, start-up {r['startup_s']:.2f} s{note}")
+
+
+def _cases(cfg: BenchConfig, device) -> tuple[list, list[str]]:
+    """The model-only cases, backend by backend, and the backend/precision pairs that cannot run (skipped)."""
+    from ..benchmark.model_only import BACKEND_PRECISIONS, BACKENDS, MODES, BenchCase
+    from ..runtime.backends import resolve_backend
+
+    for m in cfg.mode:
+        if m not in MODES:
+            raise UserError(f"unknown mode '{m}'; choose from {', '.join(MODES)}")
+    cases, skipped = [], []
+    for backend in cfg.backend:
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+        if backend != "torch":
+            resolve_backend(backend, None, device)  # a backend that cannot run on this device: one line
+        for size, batch, precision in itertools.product(cfg.sizes, cfg.batch, cfg.precision):
+            if backend == "torch":
+                cases += [BenchCase(size, batch, precision, m) for m in cfg.mode]
+            elif precision in BACKEND_PRECISIONS[backend]:
+                cases.append(BenchCase(size, batch, precision, "-", backend))
+            elif f"{backend} {precision}" not in skipped:
+                skipped.append(f"{backend} {precision}")
+    return cases, skipped
+
+
+def _compare_transformers(cfg: BenchConfig, model, device, rows: list[dict], console: Console) -> list[dict]:
+    """Hugging Face's single-head model at each (size, batch) of the rows; each row gets its speed-up."""
+    from ..benchmark.model_only import bench_transformers
+
+    shapes = list(dict.fromkeys((tuple(int(v) for v in r["size"].split("x")), r["batch"]) for r in rows))
+    ref = bench_transformers(model, device, shapes, cfg.warmup, cfg.iters)
+    by_shape = {(r["size"], r["batch"]): r for r in ref}
+    for r in rows:
+        hf = by_shape[(r["size"], r["batch"])]
+        r["vs_transformers"] = hf["latency_ms"]["p50"] / r["latency_ms"]["p50"]
+    for hf in ref:
+        lat = hf["latency_ms"]
+        console.print(f"reference: {hf['model']}, {hf['size']} b{hf['batch']} fp32: p50 {lat['p50']:.2f} ms, "
+                      f"{hf['throughput_fps']:.1f} FPS", highlight=False)
+        for r in rows:
+            if (r["size"], r["batch"]) == (hf["size"], hf["batch"]):
+                console.print(f"  ours, {r.get('backend', 'torch')} {r['precision']} {r['mode']}: "
+                              f"p50 {r['latency_ms']['p50']:.2f} ms = [bold]{r['vs_transformers']:.2f}x[/] the "
+                              "reference's speed", highlight=False)
+    return ref
 
 
 def run_bench(cfg: BenchConfig) -> int:
     import torch
 
-    from ..benchmark.model_only import MODES, BenchCase, bench_model, environment
+    from ..benchmark.model_only import bench_model, environment
     from ..runtime.device import resolve_device
 
     device = resolve_device(cfg.device)
@@ -84,21 +147,29 @@ def run_bench(cfg: BenchConfig) -> int:
     console.print(f"[bold]device[/] {env['device']} {env.get('gpu', env['cpu'])}, torch {env['torch']}, "
                   f"{env['threads']} CPU threads", highlight=False)
 
+    for c in cfg.compare:
+        if c != "transformers":
+            raise UserError(f"unknown --compare '{c}'; the reference there is: transformers")
     if cfg.source:
+        if len(cfg.backend) != 1:
+            raise UserError("--source measures the pipeline with one backend; give one --backend")
         report["pipeline"] = _bench_pipeline(cfg, model, device, console)
     else:
-        for m in cfg.mode:
-            if m not in MODES:
-                raise UserError(f"unknown mode '{m}'; choose from {', '.join(MODES)}")
-        cases = [BenchCase(s, b, p, m) for s, b, p, m in itertools.product(
-            cfg.sizes, cfg.batch, cfg.precision, cfg.mode)]
-        rows = bench_model(model, device, cases, cfg.warmup, cfg.iters,
-                           on_result=lambda r: console.print(
-                               f"  {r['size']} b{r['batch']} {r['precision']} {r['mode']}: "
-                               f"p50 {r['latency_ms']['p50']:.2f} ms, {r['throughput_fps']:.1f} FPS",
-                               highlight=False))
+        import tempfile
+
+        cases, skipped = _cases(cfg, device)
+        for s in skipped:
+            console.print(f"  skipped {s}: that backend does not compute in that precision", highlight=False)
+        # a fresh compile cache: each backend's first start-up is a cold one, later cases reuse what it compiled
+        with tempfile.TemporaryDirectory(prefix="segformer3d-rt-bench-") as root:
+            rows = bench_model(model, device, cases, cfg.warmup, cfg.iters, cache_root=Path(root),
+                               threads=cfg.threads, on_result=lambda r: console.print(_line(r), highlight=False))
         report["model"] = rows
-        console.print(_table(rows, f"model only: {weights}"))
+        report["skipped"] = skipped
+        if "transformers" in cfg.compare and rows:
+            report["transformers"] = _compare_transformers(cfg, model, device, rows, console)
+        console.print(_table(rows, f"model only: {weights} (start-up: building the forward and its first call; "
+                                   "each backend's first is cold)"))
     if cfg.json:
         Path(cfg.json).write_text(json.dumps(report, indent=2, default=str))
     return 0
@@ -142,6 +213,7 @@ def _pipeline_round(cfg: BenchConfig, model, device) -> dict[str, Any]:
         outputs = [str(Path(tmp) / "bench.mp4")] if cfg.sink == "mp4" else []
         run_cfg = build_config("benchmark", {
             "source": cfg.source, "weights": cfg.weights, "outputs": outputs, "device": cfg.device,
+            "backend": cfg.backend[0],
             "precision": cfg.pipeline_precision, "input_size": cfg.input_size,
             "batch_size": cfg.pipeline_batch, "max_frames": cfg.max_frames, "progress": "none",
         })
@@ -154,8 +226,10 @@ def _pipeline_round(cfg: BenchConfig, model, device) -> dict[str, Any]:
         raise UserError(f"pipeline failed: {report['error']}")
     sizes = report["model"]["input_sizes"]
     h, w = (int(v) for v in sizes[0].strip("()").split(","))
-    rows = bench_model(model, device, [BenchCase((h, w), report["model"]["batch_size"], report["model"]["precision"],
-                                                 "folded")], cfg.warmup, cfg.iters, check_fidelity=False)
+    backend = report["model"].get("backend", "torch")  # the model alone through the pipeline's backend
+    case = BenchCase((h, w), report["model"]["batch_size"], report["model"]["precision"],
+                     "folded" if backend == "torch" else "-", backend)
+    rows = bench_model(model, device, [case], cfg.warmup, cfg.iters, check_fidelity=False)
     model_fps = rows[0]["throughput_fps"]
     pipe_fps = report["throughput_fps"]
     ratio = pipe_fps / model_fps if (pipe_fps and model_fps) else None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ class EvalConfig:
     max_depth: float = 80.0  # ground truth beyond this is ignored
     limit: int | None = None  # only the first N images
     device: str = "auto"
-    precision: str = "fp32"  # fp32 | fp16 | bf16
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | auto
+    backend: str = "auto"  # auto | torch | openvino | onnxruntime | tensorrt (see runtime/backends)
     workers: int = 0
     json: str | None = None  # write JSON to this path, or to stdout with "-"
 
@@ -71,18 +73,23 @@ class EvalConfig:
 def run_eval(cfg: EvalConfig) -> int:
     from ..data.registry import open_dataset
     from ..evaluation.evaluate import evaluate
-    from ..model import load_model
+    from ..runtime.backends import Backend, open_network
     from ..runtime.bundled import default_weights
     from ..runtime.device import resolve_device, resolve_precision
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     weights = cfg.weights or str(default_weights())
-    model = load_model(weights)
+    model = open_network(weights, cfg.backend, device, cfg.precision, cfg.input_size)
+    if isinstance(model, Backend):  # compiled in its own precision (the log says which and why)
+        precision = None
+        logging.getLogger(__name__).info(model.describe())
     data = open_dataset(cfg.data, cfg.split, default_length=200, default_seed=7)
     result = evaluate(model, data, device, input_box=cfg.input_size, max_depth=cfg.max_depth, limit=cfg.limit,
                       workers=cfg.workers, precision=precision)
     result["weights"] = weights
+    result["backend"] = model.name if isinstance(model, Backend) else "torch"
+    result["precision"] = model.precision if isinstance(model, Backend) else cfg.precision
     result["data"] = cfg.data
     if cfg.json:
         text = json.dumps(result, indent=2, default=float)

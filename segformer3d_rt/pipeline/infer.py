@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..model import SegFormer3D
+from ..model.attention import AttentionCapture, AttentionRequest
 from ..model.folding import fold
+from ..runtime.backends.base import Backend
 from ..runtime.cache import LRUCache
 from ..runtime.cuda_graph import CudaGraphRunner, GraphCache
 from ..runtime.device import autocast, explicit_device, on_device
@@ -40,6 +42,8 @@ class BatchResult:
     # (start, end) CUDA events around the inference work when the result stays on the device (nothing
     # synchronised, so the wall time of ``run`` is only launch time); see ``gpu_seconds``
     timing: tuple[torch.cuda.Event, torch.cuda.Event] | None = None
+    # per frame {BlockRef: BlockAttention} on the host, only when the engine was asked for attention maps
+    attention: list[dict] | None = None
 
 
 class InferenceEngine:
@@ -51,14 +55,30 @@ class InferenceEngine:
 
     def __init__(self, model: SegFormer3D, device: torch.device, precision: torch.dtype | None,
                  fold_heads: bool = True, cuda_graphs: bool | None = None, keep_on_device: bool = False,
-                 capture_after: int = 2) -> None:
+                 capture_after: int = 2, attention: AttentionRequest | None = None) -> None:
         self.meta = model.meta
         device = explicit_device(device)  # 'cuda' -> 'cuda:N': stage threads have their own current device
         self.device = device
         self.dtype = precision
-        model = model.to(device).eval()
-        self.model = fold(model) if fold_heads else model
-        self.cuda_graphs = (device.type == "cuda") if cuda_graphs is None else cuda_graphs
+        # an exported-network backend (runtime/backends) is compiled for its device and precision already: it is
+        # called as it is, without folding, autocast or CUDA graphs; post-processing below stays torch
+        self.backend = model if isinstance(model, Backend) else None
+        if self.backend is not None:
+            self.dtype = None
+            self.model = model.to(device)
+        else:
+            model = model.to(device).eval()
+            self.model = fold(model) if fold_heads else model
+        if self.backend is not None and cuda_graphs:
+            raise UserError(f"CUDA graphs need the torch backend, not {self.backend.name}")
+        self.cuda_graphs = (device.type == "cuda" and self.backend is None) if cuda_graphs is None else cuda_graphs
+        # attention maps (--view attention) come from forward hooks: eager runs only, a graph replay skips hooks
+        self.attention = attention
+        if attention is not None:
+            self.cuda_graphs = False
+            if self.backend is not None:
+                raise UserError(f"--view attention needs the torch backend (its maps come from hooks), "
+                                f"not {self.backend.name}")
         if self.cuda_graphs and device.type != "cuda":
             raise UserError("CUDA graphs need a CUDA device")
         self.keep_on_device = keep_on_device  # GPU rendering: outputs stay where they were computed
@@ -144,17 +164,22 @@ class InferenceEngine:
         if self.cuda_graphs:  # None: this shape is new, run eagerly (captured if it comes back)
             graph = self._graphs.runner_for((tuple(batch.images.shape), size),
                                             lambda t: self._compute(t, size), batch.images)
+        attention = None
         if graph is not None:
             classes, depth = graph(batch.images)
             classes, depth = classes.clone(), (depth.clone() if depth is not None else None)
+        elif self.attention is not None:  # the hooks exist only for this forward
+            with AttentionCapture(self.model, self.attention) as capture:
+                classes, depth = self._compute(batch.images, size)
+            attention = capture.frames("cpu")
         else:
             classes, depth = self._compute(batch.images, size)
         if timing is not None:
             timing[1].record(stream)
         if self.keep_on_device:
-            return BatchResult(classes, depth, batch.images, timing)
+            return BatchResult(classes, depth, batch.images, timing, attention=attention)
         # one synchronising transfer of small tensors; the logits never leave the device
-        return BatchResult(classes.cpu(), depth.cpu() if depth is not None else None)
+        return BatchResult(classes.cpu(), depth.cpu() if depth is not None else None, attention=attention)
 
     def __call__(self, images: torch.Tensor) -> BatchResult:
         return self.run(self.upload(images))

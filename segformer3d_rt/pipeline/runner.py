@@ -4,9 +4,10 @@ Stages are joined by bounded queues. Files are lossless with back-pressure (a fu
 its producer, so frames out == frames in). Live sources keep only the newest frame in every
 queue (older frames are dropped and counted), so no lag builds up.
 
-Stopping: ``request_stop()`` (Ctrl-C, SIGTERM, q in the window, --max-frames) only stops capture;
-everything in flight drains and the sinks finalise. ``abort()`` (a stage failed, or a second
-Ctrl-C) stops every stage at once. No thread outlives ``run()``.
+Stopping: ``request_stop()`` (Ctrl-C, SIGTERM, SIGHUP, q in the window, --max-frames) only stops capture;
+everything in flight drains and the sinks finalise. ``abort`` (a stage failed, or a second Ctrl-C) stops
+every stage at once: what was in flight is left and counted (``abandoned``), the sinks still finalise what
+was written. No thread outlives ``join()``.
 """
 from __future__ import annotations
 
@@ -275,6 +276,8 @@ class Pipeline:
                 image = result.images[i] if result.images is not None else None
                 if host:
                     classes, depth = classes.numpy(), (depth.numpy() if depth is not None else None)
+                if getattr(result, "attention", None) is not None:  # --view attention: the frame's maps
+                    frame.extra["attention"] = result.attention[i]
                 if not self.q_results.put(Processed(frame, classes, depth, image)):
                     return
             # Upload the next batch if one is already waiting, so on CUDA its copy overlaps compute.
@@ -322,6 +325,12 @@ class Pipeline:
 
     def alive(self) -> bool:
         return any(t.is_alive() for t in self.threads)
+
+    @property
+    def abandoned(self) -> int:
+        """Frames read but neither written nor dropped: what an abort left in flight (0 after a drain)."""
+        s = self.stats
+        return max(0, s.frames_in - s.frames_out - s.dropped_total)
 
     def pump(self) -> None:
         """Main-thread duties between waits: GUI windows must be driven from the main thread."""

@@ -1,0 +1,89 @@
+"""What every exported-network backend is: the torch model's call contract as InferenceEngine and evaluate() use it.
+
+A backend takes the normalised N x 3 x H x W float32 tensor and returns a ``SegFormerOutput`` (stride-4 seg
+logits and raw depth, float32, on the backend's device), and carries ``meta`` (the checkpoint's ModelMeta),
+``name``, ``precision`` (what it computes in), ``note`` (why that precision) and ``startup_s``.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import CheckpointError, UserError
+from ...model import ModelMeta, SegFormerOutput
+from ...model.export import DEPTH, INPUT, SEG, ExportInfo
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    """Base of the OpenVINO, ONNX Runtime and TensorRT backends; subclasses implement ``_infer``."""
+
+    name = "?"
+
+    def __init__(self, meta: ModelMeta, info: ExportInfo, device: torch.device, precision: str,
+                 note: str = "", startup_s: float = 0.0) -> None:
+        self.meta = meta
+        self.info = info
+        self.device = torch.device(device)
+        self.precision = precision
+        self.note = note
+        self.startup_s = startup_s
+        self._resized_once = False
+
+    def _infer(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """seg logits (and depth) for a contiguous float32 batch at a size the network accepts."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> SegFormerOutput:
+        x = self._fit(x.float().contiguous())
+        outs = self._infer(x)
+        return SegFormerOutput(outs[0], outs[1] if len(outs) > 1 else None)
+
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+        """A file exported at a fixed size runs at that size: other inputs are resized to it (the outputs are
+        stride 4 of that size; callers upsample to the frame as always). Exports with --dynamic run any size."""
+        size = tuple(self.info.input_size)
+        if self.info.dynamic or tuple(x.shape[2:]) == size:
+            return x
+        if not self._resized_once:
+            self._resized_once = True
+            log.info("this %s export is fixed at %dx%d: %dx%d inputs are resized to it (export with --dynamic to "
+                     "run every size as it is)", self.name, *size, *x.shape[2:])
+        shrink = x.shape[2] > size[0] or x.shape[3] > size[1]
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+    # torch-module look-alikes, for callers written for an nn.Module (evaluate(): model.to(device).eval())
+    def to(self, device: torch.device | str) -> "Backend":
+        if torch.device(device).type != self.device.type:
+            raise UserError(f"the {self.name} backend runs on {self.device.type}, not {torch.device(device)}")
+        return self
+
+    def eval(self) -> "Backend":
+        return self
+
+    def describe(self) -> str:
+        why = f" ({self.note})" if self.note else ""
+        return f"backend {self.name} on {self.device}, {self.precision}{why}; start-up {self.startup_s:.2f} s"
+
+
+def check_interface(inputs: Sequence[tuple[str, Sequence]], outputs: Sequence[str], where: str) -> None:
+    """An exported file must take one N x 3 x H x W ``image`` and return ``seg_logits`` (and ``depth``);
+    a CheckpointError saying what the file has instead."""
+    outs = list(outputs)
+    if outs not in ([SEG], [SEG, DEPTH]):
+        raise CheckpointError(f"'{where}' is not a segformer3d-rt export: its outputs are {', '.join(outs) or 'none'}"
+                              f" (expected {SEG} and {DEPTH})")
+    if len(inputs) != 1 or inputs[0][0] != INPUT or len(inputs[0][1]) != 4:
+        shown = ", ".join(f"{n} {list(s)}" for n, s in inputs) or "none"
+        raise CheckpointError(f"'{where}' is not a segformer3d-rt export: its inputs are {shown} "
+                              f"(expected one {INPUT} N x 3 x H x W)")
+
+
+def check_outputs_match(info: ExportInfo, outputs: Sequence[str], where: str) -> None:
+    if tuple(outputs) != tuple(info.outputs):
+        raise CheckpointError(f"'{where}': its metadata promises outputs {', '.join(info.outputs)} but the network "
+                              f"has {', '.join(outputs)}")
