@@ -32,24 +32,29 @@ def _size(text: str | None, what: str = "size") -> tuple[int, int] | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .commands.run import build_config, run_pipeline
+    from .commands.run import build_config, report_bad_settings, run_pipeline
 
-    overrides = {
-        "source": args.source, "weights": args.weights, "outputs": args.output or None,
-        "show": True if args.show else None, "live": args.live, "device": args.device,
-        "precision": args.precision, "backend": args.backend,
-        "input_size": _size(args.input_size, "--input-size"),
-        "batch_size": args.batch_size, "queue_size": args.queue_size, "view": args.view, "alpha": args.alpha,
-        "legend": args.legend, "hud": args.hud, "colormap": args.colormap,
-        "depth_range": tuple(args.depth_range) if args.depth_range else None,
-        "depth_smoothing": args.depth_smoothing,
-        "codec": args.codec, "crf": args.crf, "preset": args.preset, "realtime": args.realtime, "bitrate": args.bitrate,
-        "audio": args.audio, "max_frames": args.max_frames, "stats_json": args.stats_json,
-        "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
-        "device_stages": args.device_stages, "cuda_graphs": args.cuda_graphs, "hw_decode": args.hw_decode,
-        **_attention_overrides(args),
-    }
-    return run_pipeline(build_config(args.pipeline, overrides))
+    try:
+        overrides = {
+            "source": args.source, "weights": args.weights, "outputs": args.output or None,
+            "show": True if args.show else None, "live": args.live, "device": args.device,
+            "precision": args.precision, "backend": args.backend,
+            "input_size": _size(args.input_size, "--input-size"),
+            "batch_size": args.batch_size, "queue_size": args.queue_size, "view": args.view, "alpha": args.alpha,
+            "legend": args.legend, "hud": args.hud, "colormap": args.colormap,
+            "depth_range": tuple(args.depth_range) if args.depth_range else None,
+            "depth_smoothing": args.depth_smoothing,
+            "codec": args.codec, "crf": args.crf, "preset": args.preset, "realtime": args.realtime, "bitrate": args.bitrate,
+            "audio": args.audio, "max_frames": args.max_frames, "stats_json": args.stats_json,
+            "progress": args.progress, "timeout_s": args.timeout, "fold_heads": args.fold_heads,
+            "device_stages": args.device_stages, "cuda_graphs": args.cuda_graphs, "hw_decode": args.hw_decode,
+            **_attention_overrides(args),
+        }
+        cfg = build_config(args.pipeline, overrides)
+    except UserError as e:
+        report_bad_settings(str(e), args.stats_json, args.source, args.weights, args.output, args.pipeline)
+        raise
+    return run_pipeline(cfg)
 
 
 def _attention_overrides(args: argparse.Namespace) -> dict:

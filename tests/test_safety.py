@@ -269,3 +269,26 @@ def test_save_into_a_read_only_folder_keeps_the_first_error(small_weights, tmp_p
     with read_only_folder(tmp_path) as ro:
         with pytest.raises(CheckpointError, match="cannot write"):
             save_checkpoint(build_model("b0", num_classes=3), ro / "x.safetensors")
+
+
+@pytest.mark.parametrize("bad", [["--alpha", "2"], ["--input-size", "100000x100000"], ["--pipeline", "BADTYPES"]],
+                         ids=["out-of-range", "size-bound", "preset-type"])
+def test_refused_settings_still_write_the_stats_json(video, tmp_path, capsys, bad):
+    """The stats JSON is written on every exit path, settings refused before a config exists included."""
+    if bad[-1] == "BADTYPES":
+        preset = tmp_path / "bad.toml"
+        preset.write_text('batch_size = "four"\n')
+        bad = ["--pipeline", str(preset)]
+    stats = tmp_path / "stats.json"
+    line = one_error_line(capsys, ["run", str(video), "-o", str(tmp_path / "out.mp4"), "--stats-json", str(stats),
+                                   *bad])
+    report = json.loads(stats.read_text())
+    assert report["error"] == line.split(": ", 1)[1] or report["error"] in line
+    assert report["config"] is None and report["frames"]["out"] == 0 and report["source"]["spec"] == str(video)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_refused_settings_never_write_a_stats_json_onto_an_input(video, tmp_path, capsys):
+    before = digest(video)
+    one_error_line(capsys, ["run", str(video), "--stats-json", str(video), "--alpha", "2"], "alpha")
+    assert digest(video) == before

@@ -22,7 +22,7 @@ from ..runtime.bundled import default_weights
 from ..runtime.paths import check_outputs, same_file, writable_file
 from ._signals import Signals, setup_interrupts
 
-__all__ = ["RunConfig", "build_config", "failure_report", "run_pipeline"]
+__all__ = ["RunConfig", "build_config", "failure_report", "report_bad_settings", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 _PARTIAL = ".partial"  # the video sink and the stats file write NAME.partial first, then rename
@@ -127,6 +127,23 @@ def failure_report(cfg: RunConfig, error: str, interrupted: bool = False) -> dic
         "error": error,
         "config": as_dict(cfg),
     }
+
+
+def report_bad_settings(error: str, stats_json: str | None, source: str | None, weights: str | None,
+                        outputs: list[str] | None, preset: str | None) -> None:
+    """Settings refused before a config exists: the stats JSON the flags asked for is still written (``config``
+    null, ``error`` set), once its own path passes the same checks as a run's."""
+    if not stats_json:
+        return
+    try:
+        cfg = RunConfig(source=source or "", weights=weights, outputs=list(outputs or []), stats_json=stats_json,
+                        pipeline=preset if preset and Path(preset).is_file() else None)
+        _check_stats_path(stats_json, _inputs(cfg), [(_kind(o), o) for o in cfg.outputs])
+        report = failure_report(cfg, error)
+        report["config"] = None  # the settings were refused: there is no config that would have run
+        _write_json(stats_json, report)
+    except UserError:  # the stats path itself is the problem: the settings error is the one to report
+        return
 
 
 def _write_failure(cfg: RunConfig, error: str, interrupted: bool = False) -> None:
