@@ -7,7 +7,6 @@ written on every exit path after that, with ``error`` saying why a run did not h
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from ..pipeline.dashboard import print_summary
 from ..pipeline.session import VIDEO_SUFFIXES, execute
 from ..pipeline.stats import PipelineStats
 from ..runtime.bundled import default_weights
-from ..runtime.paths import check_outputs, same_file, writable_file
+from ..runtime.paths import check_outputs, same_file, writable_file, write_json
 from ._signals import Signals, setup_interrupts
 
 __all__ = ["RunConfig", "build_config", "failure_report", "report_bad_settings", "run_pipeline"]
@@ -156,13 +155,4 @@ def _write_failure(cfg: RunConfig, error: str, interrupted: bool = False) -> Non
 
 
 def _write_json(path: str, report: dict[str, Any]) -> None:
-    p = Path(path)
-    tmp = _partial(p)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        tmp.replace(p)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write stats to '{path}': {e.strerror or e}") from None
+    write_json(path, report, "stats")

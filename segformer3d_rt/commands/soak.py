@@ -8,7 +8,6 @@ have its cost measured too.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from rich.console import Console
 from ..benchmark.soak import FLAT_FIELDS, soak
 from ..errors import UserError
 from ..pipeline.config import RunConfig
-from ..runtime.paths import check_outputs, writable_file
+from ..runtime.paths import check_outputs, writable_file, write_json
 from ._signals import Signals, setup_interrupts
 
 __all__ = ["SoakConfig", "run_soak"]
@@ -80,16 +79,7 @@ def _check_json(path: str, run: RunConfig) -> None:
 
 
 def _write_json(path: str, report: dict[str, Any]) -> None:
-    p = Path(path)
-    tmp = p.with_name(p.name + ".partial")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        tmp.replace(p)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write the soak JSON to '{path}': {e.strerror or e}") from None
+    write_json(path, report, "the soak JSON")
 
 
 def summary_text(report: dict[str, Any]) -> str:

@@ -5,8 +5,11 @@ created, so that is what must be a writable directory.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError, reason
 
@@ -99,3 +102,18 @@ def check_outputs(inputs: list[tuple[str, str | Path]], outputs: list[tuple[str,
                 same = "given twice" if other_what == what else f"both the {other_what} and the {what}"
                 raise UserError(f"output '{out}' is {same}; give each output its own name")
         seen.append((what, out))
+
+
+def write_json(path: str | Path, data: Any, what: str) -> None:
+    """Write ``data`` as JSON through ``NAME.partial`` renamed into place: a reader never sees half a file, and a
+    failure leaves nothing behind but one line naming ``what`` (e.g. "stats")."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".partial")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(p)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {what} to '{path}': {e.strerror or e}") from None
