@@ -32,7 +32,7 @@ class SyntheticSet(Dataset):
 
 
 # Options any dataset spec may carry for training: how often it is drawn and how it is cropped.
-MIX_OPTIONS = ("weight", "crop", "scale", "sky")
+MIX_OPTIONS = ("weight", "crop", "scale", "sky", "popup")
 
 
 def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:

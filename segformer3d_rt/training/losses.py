@@ -69,3 +69,21 @@ def depth_loss(raw: torch.Tensor, depth: torch.Tensor, spec: DepthSpec, kind: st
         g = pred.clamp_min(1e-3).log() - gt.log()
         return torch.sqrt((g ** 2).mean() - silog_lambda * g.mean() ** 2 + 1e-8)
     raise ValueError(f"unknown depth loss {kind!r}; choose one of {', '.join(DEPTH_LOSSES)}")
+
+
+def scale_invariant_loss(raw: torch.Tensor, depth: torch.Tensor, spec: DepthSpec) -> torch.Tensor:
+    """Log-L1 after the best per-image scale: mean |log pred - log gt - median|, image by image.
+
+    For relative targets (known up to one factor per image, e.g. pop-up depth from labels): any scale of the
+    right structure costs nothing; the median is the L1-optimal log-offset, so none is learnt from here."""
+    raw = F.interpolate(raw.float(), size=depth.shape[-2:], mode="bilinear", align_corners=False)
+    losses = []
+    for r, d in zip(raw, depth):
+        valid = d > 0
+        if valid.sum() < 2:
+            continue
+        g = spec.to_depth(r[valid]).clamp_min(1e-3).log() - d[valid].log()
+        losses.append((g - g.detach().median()).abs().mean())
+    if not losses:
+        return raw.sum() * 0.0
+    return torch.stack(losses).mean()

@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..model import SegFormer3D, build_model, load_encoder, read_checkpoint, save_checkpoint
 from ..model.checkpoints import load_state_strict
 from ..model.metadata import IMAGENET_MEAN, IMAGENET_STD
-from .losses import DEPTH_LOSSES, depth_loss, set_loss
+from .losses import DEPTH_LOSSES, depth_loss, scale_invariant_loss, set_loss
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,18 @@ class TrainSet(Dataset):
     def __init__(self, base: Dataset, crop: tuple[int, int], seed: int, augment: bool,
                  mean: tuple[float, ...], std: tuple[float, ...],
                  scale: tuple[float, float] = (0.5, 2.0), sky_labels: tuple[int, ...] = (),
-                 sky_depth: float = 0.0) -> None:
+                 sky_depth: float = 0.0, popup: float | None = None) -> None:
         from ..data.augment import Augment
 
         self.base, self.seed, self.mean, self.std = base, seed, mean, std
         self.sky_labels, self.sky_depth = sky_labels, sky_depth
+        self.popup = None  # (horizon, ground ids, sky ids): relative depth made from the labels
+        if popup is not None:
+            from ..data.popup import label_kinds
+            from ..labels import identity_space
+
+            space = getattr(base, "label_space", None)
+            self.popup = (popup, *label_kinds(space if space is not None else identity_space(())))
         self.augment = Augment(out_size=crop, scale=scale) if augment else Augment(
             out_size=crop, scale=(1.0, 1.0), flip=False, color_jitter=False, blur=False, noise=False)
 
@@ -90,9 +97,15 @@ class TrainSet(Dataset):
         from ..data.augment import to_tensors
 
         rng = np.random.default_rng([self.seed, index])
-        sample = self.augment(self.base[index], rng)
+        sample = self.base[index]
+        if self.popup is not None and sample.labels is not None and sample.depth is None:
+            from ..data.popup import popup_depth
+
+            # on the whole frame, before zoom and crop: the horizon is a row of the camera's own picture
+            sample = replace(sample, depth=popup_depth(sample.labels, self.popup[1], self.popup[2], self.popup[0]))
+        sample = self.augment(sample, rng)
         image, labels, depth = to_tensors(sample, self.mean, self.std)
-        if self.sky_depth > 0 and self.sky_labels:
+        if self.sky_depth > 0 and self.sky_labels and self.popup is None:  # metres mean nothing in relative depth
             sky = torch.isin(labels, torch.tensor(self.sky_labels)) & (depth[0] <= 0)
             depth[0][sky] = self.sky_depth
         return image, labels, depth
@@ -107,6 +120,7 @@ class Source:
     weight: float
     membership: torch.Tensor | None  # L x K bool, None: labels are the model's own classes
     label_weights: torch.Tensor | None = None  # L weights, rare labels up
+    relative_depth: bool = False  # depth known up to a scale per image (pop-up): scored scale-invariantly
 
 
 def balanced_weights(counts: np.ndarray, power: float) -> torch.Tensor | None:
@@ -165,8 +179,10 @@ def sampling_plan(sizes: list[int], weights: list[float], steps: int, batch_size
     return plan
 
 
-def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tuple[float, float], float]:
-    """weight=, crop=, scale= and sky= of one --data spec (defaults: 1, --crop, --scale, --sky-depth)."""
+def _parse_mix(spec: str, cfg: TrainConfig
+               ) -> tuple[float, tuple[int, int], tuple[float, float], float, float | None]:
+    """weight=, crop=, scale=, sky= and popup= of one --data spec (defaults: 1, --crop, --scale, --sky-depth,
+    no pop-up depth)."""
     from ..data.registry import split_spec
     from ..runtime.sizes import parse_range, parse_size
 
@@ -184,9 +200,13 @@ def _parse_mix(spec: str, cfg: TrainConfig) -> tuple[float, tuple[int, int], tup
     sky = number("sky", cfg.sky_depth)
     if sky < 0:
         raise UserError(f"'{spec}': sky= must be >= 0 (metres; 0 = no sky depth target)")
+    popup = number("popup", -1.0) if "popup" in opts else None
+    if popup is not None and not 0.0 <= popup < 1.0:
+        raise UserError(f"'{spec}': popup= is the horizon's row as a fraction of the frame height, 0 to 1 "
+                        f"(0.5 for a level camera), not {opts['popup']}")
     crop = parse_size(opts["crop"]) if "crop" in opts else tuple(cfg.crop)
     scale = parse_range(opts["scale"], "-", f"'{spec}': scale=") if "scale" in opts else tuple(cfg.scale)
-    return weight, crop, scale, sky
+    return weight, crop, scale, sky, popup
 
 
 def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[float, ...],
@@ -196,7 +216,7 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
 
     sources = []
     for i, spec in enumerate(cfg.data):
-        weight, crop, scale, sky_depth = _parse_mix(spec, cfg)
+        weight, crop, scale, sky_depth, popup = _parse_mix(spec, cfg)
         # the synthetic world is rendered on demand: a fixed, large length keeps the sample order
         # independent of --steps, which is what makes --resume continue exactly
         base = open_dataset(spec, cfg.split, default_length=1_000_000, default_seed=cfg.seed)
@@ -210,10 +230,10 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
             except ValueError as e:
                 raise UserError(f"cannot train on '{spec}': {e}") from None
         sky = tuple(j for j, m in enumerate((space or identity_space(class_names)).members) if m == (SKY,))
-        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth)
+        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth, popup)
         counts = base.label_histogram() if hasattr(base, "label_histogram") else None
         label_weights = None if counts is None else balanced_weights(counts, cfg.balance)
-        sources.append(Source(spec, data, weight, membership, label_weights))
+        sources.append(Source(spec, data, weight, membership, label_weights, relative_depth=popup is not None))
     return sources
 
 
@@ -351,8 +371,12 @@ def train(cfg: TrainConfig) -> Path:
                     outputs = model(images)
                 ls = set_loss(outputs.seg_logits, labels, sources[src].membership,
                               label_weights=sources[src].label_weights)
-                ld = (depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
-                      if outputs.depth is not None else ls * 0.0)
+                if outputs.depth is None:
+                    ld = ls * 0.0
+                elif sources[src].relative_depth:
+                    ld = scale_invariant_loss(outputs.depth, depths, model.meta.depth)
+                else:
+                    ld = depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
                 share = len(images) / n_all  # each loss only where its labels exist, weighted by its samples
                 loss = loss + share * (cfg.seg_weight * ls + cfg.depth_weight * ld)
                 ls_sum, ld_sum = ls_sum + share * ls.item(), ld_sum + share * ld.item()
