@@ -301,3 +301,110 @@ def test_bad_mix_options_are_one_clear_error(tmp_path):
         cfg = TrainConfig(data=(spec,), steps=1, out=str(tmp_path / "r"), progress="none", workers=0)
         with pytest.raises(UserError, match=msg):
             train(cfg)
+
+
+# ------------------------------------------------------------------ pop-up depth from labels (relative)
+
+def _kinds():
+    from segformer3d_rt.data.popup import label_kinds
+
+    return label_kinds(CAMVID)
+
+
+def test_popup_depth_by_hand():
+    from segformer3d_rt.data.popup import popup_depth
+
+    S, B, R, T, C = (CAMVID.names.index(n) for n in ("sky", "building", "road", "tree", "car"))
+    lab = np.full((20, 6), R, np.uint8)
+    lab[:10] = S
+    lab[6:14, 1] = C  # a car standing on the road at row 13 (its contact is row 14)
+    lab[4:6, 1] = T  # a tree seen above the car: no target (it may be anywhere behind)
+    lab[8:20, 3] = B  # a wall cut by the frame's bottom edge: no contact, no target
+    lab[12:14, 4] = IGNORE  # void between road and object breaks the run
+    lab[8:12, 4] = C
+    lab[8:12, 5] = B  # a wall on the road
+    d = popup_depth(lab, *_kinds(), horizon=0.25, margin=0.0)  # horizon at row 5
+    ground = 1.0 / (np.arange(20) + 0.5 - 5.0)
+    road = lab == R
+    assert np.allclose(d[road], np.broadcast_to(ground[:, None], lab.shape)[road])
+    assert np.allclose(d[6:14, 1], ground[14])  # the car: the depth of the road it touches
+    assert (d[4:6, 1] == 0).all() and (d[:10][lab[:10] == S] == 0).all()
+    assert (d[8:20, 3] == 0).all() and (d[8:14, 4] == 0).all()
+    assert np.allclose(d[8:12, 5], ground[12])
+    # ground rows near the horizon give no target (nor would objects standing there); the rest is unchanged
+    d2 = popup_depth(lab, *_kinds(), horizon=0.25, margin=0.2)  # rows 9 and below are 4+ rows from it
+    assert (d2[:9][road[:9]] == 0).all() and np.array_equal(d2[9:], d[9:]) and np.array_equal(d2[:, 1], d[:, 1])
+
+
+def test_popup_depth_matches_the_exact_ground_of_a_rendered_street():
+    """Rendered frames have exact depth and a known horizon: pop-up depth is that depth up to one scale on the
+    ground, and close to it on whatever stands on the ground."""
+    from segformer3d_rt.data.popup import label_kinds, popup_depth
+    from segformer3d_rt.labels import identity_space
+    from segformer3d_rt.synthetic import SyntheticWorld
+
+    ground_err, object_err = [], []
+    for seed in (3, 5):
+        world = SyntheticWorld(seed=seed, height=128, width=256)
+        frame, cam = world.render(10), world.camera(10)
+        kinds = label_kinds(identity_space(CITYSCAPES_CLASSES))
+        # the renderer puts pixel centres at integer rows, popup_depth at half-integer ones
+        d = popup_depth(frame.labels, *kinds, horizon=(cam.v_horizon + 0.5) / 128, margin=0.06)
+        ok = (d > 0) & (frame.depth > 0)
+        on_ground = ok & np.isin(frame.labels, [CS["road"], CS["sidewalk"]])
+        scale = np.median(frame.depth[on_ground] / d[on_ground])
+        rel = np.abs(d * scale - frame.depth) / np.maximum(frame.depth, 1e-6)
+        ground_err.append(rel[on_ground].max())
+        object_err.append(np.median(rel[ok & ~on_ground]))
+        assert ok[frame.labels == CS["car"]].any() or ok[frame.labels == CS["building"]].any()
+    assert max(ground_err) < 1e-3  # exact: 1 / (v - v_h) is the flat ground's depth
+    assert max(object_err) < 0.15
+
+
+@needs_camvid
+def test_popup_targets_on_real_camvid_frames_through_training_crops():
+    from segformer3d_rt.training.train import build_sources
+
+    cfg = TrainConfig(data=(f"camvid:{CAMVID_DIR},split=train,sky=0,popup=0.5",), crop=(128, 160), scale=(0.5, 1.0))
+    src = build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)[0]
+    assert src.relative_depth
+    covered = []
+    for i in (0, 120, 250):
+        _, labels, depth = src.data[i]
+        d = depth[0]
+        assert not (d[labels == CAMVID.names.index("sky")] > 0).any()  # no metric sky target in relative depth
+        assert not (d[labels == IGNORE] > 0).any()
+        road = (labels == CAMVID.names.index("road")) & (d > 0)
+        # down any column, the road only comes nearer
+        for col in range(0, 160, 16):
+            vals = d[:, col][road[:, col]]
+            assert (vals[1:] <= vals[:-1] + 1e-7).all()
+        covered.append(float((d > 0).float().mean()))
+    assert min(covered) > 0.2  # most of a street frame is road or stands on it
+
+
+def test_scale_invariant_loss_ignores_one_scale_per_image():
+    from segformer3d_rt.model.metadata import DepthSpec
+    from segformer3d_rt.training.losses import scale_invariant_loss
+
+    spec = DepthSpec()  # log-depth channel
+    gt = torch.rand(2, 1, 8, 8) * 20 + 1
+    gt[:, :, :2] = 0  # no target there
+    pred = gt.clone()
+    pred[0] *= 3.0
+    pred[1] *= 0.2  # a different scale per image: no cost
+    raw = spec.from_depth(pred.clamp_min(1e-3))
+    assert scale_invariant_loss(raw, gt, spec).item() < 1e-5
+    bent = pred.clone()
+    bent[:, :, 4:] *= 2.0  # the structure is wrong: a cost, of about |log 2| on a share of the pixels
+    loss = scale_invariant_loss(spec.from_depth(bent.clamp_min(1e-3)), gt, spec).item()
+    assert 0.1 < loss < np.log(2.0)
+    raw.requires_grad_(True)
+    scale_invariant_loss(raw, torch.zeros_like(gt), spec).backward()  # nothing to learn: zero, still a graph
+    assert raw.grad.abs().sum() == 0
+
+
+def test_bad_popup_option_is_one_clear_error(tmp_path):
+    cfg = TrainConfig(data=("synthetic:popup=1.5",), steps=1, out=str(tmp_path / "r"), progress="none", workers=0)
+    with pytest.raises(UserError, match="popup= is the horizon"):
+        train(cfg)
