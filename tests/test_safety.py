@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import one_error_line
 from segformer3d_rt import cli
 
 FAST = ["--input-size", "64x96", "--progress", "none", "--preset", "ultrafast", "--device", "cpu"]
@@ -24,18 +25,6 @@ FAST = ["--input-size", "64x96", "--progress", "none", "--preset", "ultrafast", 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def one_error_line(capsys: pytest.CaptureFixture, argv: list[str], *needles: str) -> str:
-    code = cli.main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n.lower() in lines[0].lower(), lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from segformer3d_rt import cli
+from helpers import one_error_line
 from segformer3d_rt.commands.weights import ConvertConfig, InfoConfig, run_convert, run_info
 from segformer3d_rt.errors import UserError
 from segformer3d_rt.pipeline.config import RunConfig, build_config, load_preset
 from segformer3d_rt.runtime.bundled import preset_names
 from segformer3d_rt.runtime.sizes import MAX_SIDE
-
-
-def one_error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    code = cli.main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("line, key, wanted", [
