@@ -144,12 +144,17 @@ def test_on_the_real_dashcam_sky_is_sky_road_is_near_and_the_sky_is_drawn_far():
 
 @pytest.mark.slow
 @needs_shared
-@pytest.mark.xfail(strict=True, reason="issue 8's KITTI (0.527 > 0.25) and synthetic depth (0.227 > 0.21) bars are not met by "
-                                       "2000 CPU steps: see weights/MODEL_CARD.md. "
-                                       "Strict: weights that pass must say so.")
-def test_issue_8_targets(camvid_val, held_out, kitti):
+def test_issue_8_targets_on_camvid_and_the_synthetic_world(camvid_val, held_out):
     assert camvid_val["segmentation"]["miou"] >= 0.55
     assert held_out["segmentation"]["miou_present"] >= 0.66 and held_out["depth"]["abs_rel"] <= 0.21
+
+
+@pytest.mark.slow
+@needs_shared
+@pytest.mark.xfail(strict=True, reason="issue 8's KITTI bar (median-scaled AbsRel 0.457 > 0.25) is not met by "
+                                       "the CPU recipe: see weights/MODEL_CARD.md. "
+                                       "Strict: weights that pass must say so.")
+def test_issue_8_kitti_target(kitti):
     assert kitti["depth_median_scaled"]["abs_rel"] <= 0.25
 
 
