@@ -207,6 +207,44 @@ def test_eval_grouping_against_a_hand_computed_confusion_matrix(tmp_path):
     assert result["segmentation"]["miou_present"] == pytest.approx((0.5 + 0.75) / 2)
 
 
+def test_eval_scores_depth_per_predicted_class_by_hand(tmp_path):
+    """A KITTI-layout frame: the model is right on the road, twice too far on what it calls vegetation."""
+    from segformer3d_rt.model.metadata import DepthSpec
+
+    h, w = 32, 32
+    gt = np.zeros((h, w), np.float32)
+    gt[16:] = 10.0  # road, 16 rows at 10 m
+    gt[8:16] = 20.0  # vegetation, 8 rows at 20 m
+    pred_depth = gt.copy()
+    pred_depth[8:16] = 40.0  # twice too far
+    pred_depth[:8] = 50.0  # no LiDAR there: never scored
+    classes = np.full((h, w), CS["road"], np.uint8)
+    classes[:16] = CS["vegetation"]
+
+    class WithDepth(_FixedModel):
+        def __init__(self) -> None:
+            super().__init__(classes)
+            self.meta = ModelMeta(input_size=classes.shape, depth=DepthSpec())
+            self.register_buffer("raw", torch.from_numpy(np.log(np.maximum(pred_depth, 1e-3)))[None, None])
+
+        def forward(self, x):
+            return SimpleNamespace(seg_logits=self.logits, depth=self.raw)
+
+    cv2.imwrite(str(tmp_path / "f.png"), np.zeros((h, w, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "f_sparse_depth_kitti256.png"), (gt * 256).astype(np.uint16))
+    result = evaluate(WithDepth(), KittiDepthDataset(tmp_path), torch.device("cpu"))
+    by = result["depth_by_class"]
+    assert set(by) == {"road", "vegetation"}
+    assert by["road"]["count"] == 16 * w and by["vegetation"]["count"] == 8 * w
+    assert by["road"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert by["vegetation"]["abs_rel"] == pytest.approx(1.0, abs=1e-6)
+    assert by["vegetation"]["delta1"] == 0.0 and by["road"]["delta1"] == 1.0
+    # the whole image's median scale: median(gt) = 10, median(pred) = 10 -> 1; the per-class rows add up
+    assert by["road"]["abs_rel_median_scaled"] == pytest.approx(0.0, abs=1e-6)
+    whole = result["depth"]["abs_rel"]
+    assert whole == pytest.approx((16 * 0.0 + 8 * 1.0) / 24, abs=1e-6)
+
+
 def test_median_scaling_removes_a_global_scale():
     gt = torch.tensor([[2.0, 4.0], [8.0, 0.0]])
     pred = gt * 3.7

@@ -41,6 +41,19 @@ def _depth_table(result: dict, console: Console) -> None:
     console.print(dt)
 
 
+def _depth_by_class_table(result: dict, console: Console) -> None:
+    rows = result.get("depth_by_class") or {}
+    if not rows:
+        return
+    t = Table(title="depth by predicted class (median scale of the whole image)", title_justify="left")
+    for col in ("class", "pixels", "abs_rel", "abs_rel median-scaled", "delta1 median-scaled"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["count"]):
+        t.add_row(name, str(r["count"]), f"{r['abs_rel']:.3f}", f"{r['abs_rel_median_scaled']:.3f}",
+                  f"{r['delta1_median_scaled']:.3f}")
+    console.print(t)
+
+
 def print_report(result: dict, console: Console) -> None:
     seg = result["segmentation"]
     if seg.get("pixels"):
@@ -49,6 +62,7 @@ def print_report(result: dict, console: Console) -> None:
         console.print("segmentation: no labels in this dataset")
     if result["depth"]:
         _depth_table(result, console)
+        _depth_by_class_table(result, console)
     else:
         console.print("depth: no depth ground truth or no depth head")
 
