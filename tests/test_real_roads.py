@@ -442,7 +442,33 @@ def test_scale_invariant_loss_ignores_one_scale_per_image():
     assert raw.grad.abs().sum() == 0
 
 
+@pytest.mark.skipif(not (SHARED / "cityscapes_samples").is_dir(), reason="real Cityscapes frame not found")
+def test_popup_on_a_dataset_labelled_in_the_models_own_classes(tmp_path):
+    """Cityscapes labels are the model's classes (no label space): road and sidewalk are its ground."""
+    import shutil
+
+    from segformer3d_rt.training.train import build_sources
+
+    frame = "frankfurt_000000_000294"
+    for folder, suffix in (("leftImg8bit", "leftImg8bit"), ("gtFine", "gtFine_labelTrainIds")):
+        d = tmp_path / folder / "val" / "frankfurt"
+        d.mkdir(parents=True)
+        shutil.copy(SHARED / "cityscapes_samples" / f"{frame}_{suffix}.png", d)
+    cfg = TrainConfig(data=(f"cityscapes:{tmp_path},split=val,popup=0.5",), crop=(128, 256), augment=False)
+    src = build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)[0]
+    _, labels, depth = src.data[0]
+    d = depth[0]
+    road = labels == CS["road"]
+    assert (d[road & (torch.arange(128)[:, None] > 72)] > 0).all()  # road well below the horizon: a target
+    assert not (d[labels == CS["sky"]] > 0).any() and not (d[labels == IGNORE] > 0).any()
+
+
 def test_bad_popup_option_is_one_clear_error(tmp_path):
     cfg = TrainConfig(data=("synthetic:popup=1.5",), steps=1, out=str(tmp_path / "r"), progress="none", workers=0)
     with pytest.raises(UserError, match="popup= is the horizon"):
+        train(cfg)
+    # a dataset with depth of its own: pop-up depth would be ignored, so it is refused
+    cfg = TrainConfig(data=("synthetic:size=32x64,popup=0.5",), steps=1, out=str(tmp_path / "r"), progress="none",
+                      workers=0)
+    with pytest.raises(UserError, match="without depth"):
         train(cfg)

@@ -75,18 +75,13 @@ class TrainSet(Dataset):
     def __init__(self, base: Dataset, crop: tuple[int, int], seed: int, augment: bool,
                  mean: tuple[float, ...], std: tuple[float, ...],
                  scale: tuple[float, float] = (0.5, 2.0), sky_labels: tuple[int, ...] = (),
-                 sky_depth: float = 0.0, popup: float | None = None) -> None:
+                 sky_depth: float = 0.0, popup: tuple[float, np.ndarray, np.ndarray] | None = None) -> None:
+        """popup: (horizon, ground, sky per label id) to make relative depth from the labels (data/popup.py)."""
         from ..data.augment import Augment
 
         self.base, self.seed, self.mean, self.std = base, seed, mean, std
         self.sky_labels, self.sky_depth = sky_labels, sky_depth
-        self.popup = None  # (horizon, ground ids, sky ids): relative depth made from the labels
-        if popup is not None:
-            from ..data.popup import label_kinds
-            from ..labels import identity_space
-
-            space = getattr(base, "label_space", None)
-            self.popup = (popup, *label_kinds(space if space is not None else identity_space(())))
+        self.popup = popup
         self.augment = Augment(out_size=crop, scale=scale) if augment else Augment(
             out_size=crop, scale=(1.0, 1.0), flip=False, color_jitter=False, blur=False, noise=False)
 
@@ -102,7 +97,8 @@ class TrainSet(Dataset):
             from ..data.popup import popup_depth
 
             # on the whole frame, before zoom and crop: the horizon is a row of the camera's own picture
-            sample = replace(sample, depth=popup_depth(sample.labels, self.popup[1], self.popup[2], self.popup[0]))
+            horizon, ground, sky = self.popup
+            sample = replace(sample, depth=popup_depth(sample.labels, ground, sky, horizon))
         sample = self.augment(sample, rng)
         image, labels, depth = to_tensors(sample, self.mean, self.std)
         if self.sky_depth > 0 and self.sky_labels and self.popup is None:  # metres mean nothing in relative depth
@@ -229,8 +225,16 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
                 membership = torch.from_numpy(space.membership(class_names))
             except ValueError as e:
                 raise UserError(f"cannot train on '{spec}': {e}") from None
-        sky = tuple(j for j, m in enumerate((space or identity_space(class_names)).members) if m == (SKY,))
-        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth, popup)
+        labels_mean = space or identity_space(class_names)
+        sky = tuple(j for j, m in enumerate(labels_mean.members) if m == (SKY,))
+        kinds = None
+        if popup is not None:
+            from ..data.popup import label_kinds
+
+            if base[0].depth is not None:  # one sample says it: pop-up depth would be ignored beside real depth
+                raise UserError(f"'{spec}': popup= is for labelled data without depth; this dataset has its own")
+            kinds = (popup, *label_kinds(labels_mean))
+        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth, kinds)
         counts = base.label_histogram() if hasattr(base, "label_histogram") else None
         label_weights = None if counts is None else balanced_weights(counts, cfg.balance)
         sources.append(Source(spec, data, weight, membership, label_weights, relative_depth=popup is not None))
