@@ -1,6 +1,11 @@
 """Small checks several test files share."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from segformer3d_rt import cli
@@ -17,3 +22,39 @@ def one_error_line(capsys: pytest.CaptureFixture, argv: list[str], *needles: str
     for n in needles:
         assert n.lower() in lines[0].lower(), lines[0]
     return lines[0]
+
+
+def _partial_size(out: Path) -> int:
+    try:
+        return out.with_name(out.name + ".partial").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_frames(out: Path, proc: subprocess.Popen, settle_s: float = 1.0) -> None:
+    """Until the first frame is in the partial file (the muxer writes its header with the first packet; on a
+    busy machine that can take a while), then a little longer."""
+    deadline = time.time() + 180
+    while time.time() < deadline and _partial_size(out) == 0:
+        assert proc.poll() is None, "the run ended before it started writing"
+        time.sleep(0.05)
+    assert _partial_size(out) > 0
+    time.sleep(settle_s)
+
+
+def interrupt(proc: subprocess.Popen, out: Path, *signals: int, settle_s: float = 1.0,
+              gap_s: float = 0.2) -> tuple[str, float]:
+    """Once frames are being written, send the signals (gap_s apart) to a running `run`; wait for it to end
+    (killed if anything goes wrong). Returns its stderr and the seconds it took after the last signal."""
+    try:
+        wait_for_frames(out, proc, settle_s)
+        for i, sig in enumerate(signals or (signal.SIGINT,)):
+            if i:
+                time.sleep(gap_s)
+            proc.send_signal(sig)
+        last = time.time()
+        _, err = proc.communicate(timeout=120)
+        return err, time.time() - last
+    finally:
+        if proc.poll() is None:
+            proc.kill()

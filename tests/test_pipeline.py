@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import interrupt
 from segformer3d_rt import build_model, save_checkpoint
 
 FAST = ["--input-size", "128x256", "--preset", "ultrafast", "--progress", "none"]
@@ -123,17 +124,7 @@ def test_sigint_leaves_a_playable_mp4(weights, shared_data, tmp_path):
                              "--weights", str(weights), "--input-size", "256x512", "--preset", "ultrafast",
                              "--progress", "plain", "--batch-size", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not out.with_name(out.name + ".partial").exists() and not any(
-                tmp_path.glob("*.partial*")):
-            time.sleep(0.2)
-        time.sleep(2.0)  # some frames through
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err, _ = interrupt(proc, out, signal.SIGINT, settle_s=2.0)  # some frames through
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     info = probe(out)

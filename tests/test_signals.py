@@ -13,11 +13,12 @@ import subprocess
 import sys
 import termios
 import threading
-import time
 from pathlib import Path
 
 import av
 import pytest
+
+from helpers import interrupt, wait_for_frames
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -36,25 +37,6 @@ def hangups_default() -> None:
     """In the child: SIGHUP as a terminal session has it. Under `nohup pytest` it is inherited ignored, and the run
     rightly carries on (test_nohup_keeps_the_run_going_after_a_hangup); these tests are about a plain terminal."""
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
-
-def wait_for_frames(out: Path, proc: subprocess.Popen, settle_s: float = 1.0) -> None:
-    """Until the first frame is in the partial file (the muxer writes its header with the first packet; on a
-    busy machine that can take a while), then a little longer."""
-    partial = out.with_name(out.name + ".partial")
-    deadline = time.time() + 180
-    while time.time() < deadline and _size(partial) == 0:
-        assert proc.poll() is None, "the run ended before it started writing"
-        time.sleep(0.05)
-    assert _size(partial) > 0
-    time.sleep(settle_s)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def decoded_frames(path: Path) -> int:
@@ -119,13 +101,7 @@ def test_stop_signal_drains_every_frame_read(tmp_path, sig):
     out, stats = tmp_path / "stop.mp4", tmp_path / "stop.json"
     proc = subprocess.Popen(run_args(LONG_SOURCE, out, stats, "--progress", "plain"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=hangups_default)
-    try:
-        wait_for_frames(out, proc)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err, _ = interrupt(proc, out, sig)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     report = check_finalised(out, stats)
@@ -138,17 +114,7 @@ def test_second_ctrl_c_aborts_fast_keeps_a_playable_file_and_counts_the_rest(tmp
     args = run_args(LONG_SOURCE, out, stats, "--progress", "plain", "--queue-size", "16")
     args[args.index("--input-size") + 1] = "256x512"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        wait_for_frames(out, proc)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        second = time.time()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        after_second_s = time.time() - second
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err, after_second_s = interrupt(proc, out, signal.SIGINT, signal.SIGINT, gap_s=0.2)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     report = check_finalised(out, stats)
