@@ -225,15 +225,15 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
                 membership = torch.from_numpy(space.membership(class_names))
             except ValueError as e:
                 raise UserError(f"cannot train on '{spec}': {e}") from None
-        labels_mean = space or identity_space(class_names)
-        sky = tuple(j for j, m in enumerate(labels_mean.members) if m == (SKY,))
+        label_meaning = space or identity_space(class_names)
+        sky = tuple(j for j, m in enumerate(label_meaning.members) if m == (SKY,))
         kinds = None
         if popup is not None:
             from ..data.popup import label_kinds
 
             if base[0].depth is not None:  # one sample says it: pop-up depth would be ignored beside real depth
                 raise UserError(f"'{spec}': popup= is for labelled data without depth; this dataset has its own")
-            kinds = (popup, *label_kinds(labels_mean))
+            kinds = (popup, *label_kinds(label_meaning))
         data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth, kinds)
         counts = base.label_histogram() if hasattr(base, "label_histogram") else None
         label_weights = None if counts is None else balanced_weights(counts, cfg.balance)
