@@ -281,3 +281,28 @@ def test_refused_settings_never_write_a_stats_json_onto_an_input(video, tmp_path
     before = digest(video)
     one_error_line(capsys, ["run", str(video), "--stats-json", str(video), "--alpha", "2"], "alpha")
     assert digest(video) == before
+
+
+# -- eval and bench: their JSON is checked before the work, so minutes of evaluation never end in a lost report
+
+def test_eval_and_bench_json_onto_the_weights_is_refused_before_any_work(small_weights, tmp_path, capsys):
+    src = tmp_path / "w.safetensors"
+    src.write_bytes(small_weights.read_bytes())
+    before = digest(src)
+    one_error_line(capsys, ["eval", "--weights", str(src), "--data", "synthetic:n=1,size=64x128", "--json", str(src)],
+                   "overwrite", "weights")
+    one_error_line(capsys, ["bench", "--weights", str(src), "--sizes", "64x64", "--iters", "1", "--json", str(src)],
+                   "overwrite", "weights")
+    assert digest(src) == before
+
+
+def test_eval_json_inside_the_dataset_or_in_a_read_only_folder_is_one_line(small_weights, tmp_path, capsys):
+    data = tmp_path / "camvid"
+    data.mkdir()
+    one_error_line(capsys, ["eval", "--weights", str(small_weights), "--data", f"camvid:{data}",
+                            "--json", str(data / "r.json")], "inside the dataset folder")
+    assert not any(data.iterdir())
+    with read_only_folder(tmp_path) as ro:
+        # refused at once: the dataset is not even opened (there is none at that path)
+        one_error_line(capsys, ["eval", "--weights", str(small_weights), "--data", f"camvid:{tmp_path / 'none'}",
+                                "--json", str(ro / "r.json")], "r.json", "not a writable location")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,11 @@ def run_bench(cfg: BenchConfig) -> int:
 
     from ..benchmark.model_only import bench_model, environment
     from ..runtime.device import resolve_device
+    from ..runtime.paths import check_json_output, write_json
 
+    if cfg.json:  # before the measuring, not after it
+        given = [("weights", cfg.weights), ("source", cfg.source)]
+        check_json_output(cfg.json, "bench JSON", [(w, p) for w, p in given if p])
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -171,7 +174,7 @@ def run_bench(cfg: BenchConfig) -> int:
         console.print(_table(rows, f"model only: {weights} (start-up: building the forward and its first call; "
                                    "each backend's first is cold)"))
     if cfg.json:
-        Path(cfg.json).write_text(json.dumps(report, indent=2, default=str))
+        write_json(cfg.json, report, "bench JSON")
     return 0
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UserError
 
 
 def _seg_table(result: dict, seg: dict, console: Console) -> None:
@@ -85,15 +83,20 @@ class EvalConfig:
 
 
 def run_eval(cfg: EvalConfig) -> int:
-    from ..data.registry import open_dataset
+    from ..data.registry import open_dataset, split_spec
     from ..evaluation.evaluate import evaluate
     from ..runtime.backends import Backend, open_network
     from ..runtime.bundled import default_weights
     from ..runtime.device import resolve_device, resolve_precision
+    from ..runtime.paths import check_json_output, write_json
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     weights = cfg.weights or str(default_weights())
+    if cfg.json and cfg.json != "-":  # before minutes of work, not after
+        _, data_path, _ = split_spec(cfg.data)
+        given = [("weights", weights), *([("dataset", data_path)] if data_path else [])]
+        check_json_output(cfg.json, "results JSON", given)
     model = open_network(weights, cfg.backend, device, cfg.precision, cfg.input_size)
     if isinstance(model, Backend):  # compiled in its own precision (the log says which and why)
         precision = None
@@ -105,14 +108,10 @@ def run_eval(cfg: EvalConfig) -> int:
     result["backend"] = model.name if isinstance(model, Backend) else "torch"
     result["precision"] = model.precision if isinstance(model, Backend) else cfg.precision
     result["data"] = cfg.data
+    if cfg.json == "-":
+        print(json.dumps(result, indent=2, default=float))
+        return 0
+    print_report(result, Console())  # first: the figures are on screen even if the file cannot be written
     if cfg.json:
-        text = json.dumps(result, indent=2, default=float)
-        if cfg.json == "-":
-            print(text)
-            return 0
-        try:
-            Path(cfg.json).write_text(text)
-        except OSError as e:
-            raise UserError(f"cannot write '{cfg.json}': {e.strerror}") from None
-    print_report(result, Console())
+        write_json(cfg.json, result, "results JSON", default=float)
     return 0

@@ -18,7 +18,7 @@ from rich.console import Console
 from ..benchmark.soak import FLAT_FIELDS, soak
 from ..errors import UserError
 from ..pipeline.config import RunConfig
-from ..runtime.paths import check_outputs, writable_file, write_json
+from ..runtime.paths import check_json_output, write_json
 from ._signals import Signals, setup_interrupts
 
 __all__ = ["SoakConfig", "run_soak"]
@@ -72,10 +72,7 @@ def _check_json(path: str, run: RunConfig) -> None:
     given = [("source", run.source)] if run.source and Path(run.source).expanduser().exists() else []
     given += [("weights", run.weights)] if run.weights else []
     given += [("preset", run.pipeline)] if run.pipeline else []
-    partial = Path(path).with_name(Path(path).name + ".partial")
-    check_outputs(given, [("soak JSON", path), *(("output", o) for o in run.outputs)], {str(Path(path)): [partial]})
-    if not writable_file(path):
-        raise UserError(f"cannot write the soak JSON to '{path}': not a writable location")
+    check_json_output(path, "soak JSON", given, [("output", o) for o in run.outputs])
 
 
 def _write_json(path: str, report: dict[str, Any]) -> None:

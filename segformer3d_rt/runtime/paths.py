@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import UserError, reason
 
@@ -104,14 +104,30 @@ def check_outputs(inputs: list[tuple[str, str | Path]], outputs: list[tuple[str,
         seen.append((what, out))
 
 
-def write_json(path: str | Path, data: Any, what: str) -> None:
-    """Write ``data`` as JSON through ``NAME.partial`` renamed into place: a reader never sees half a file, and a
-    failure leaves nothing behind but one line naming ``what`` (e.g. "stats")."""
+def partial_path(path: str | Path) -> Path:
+    """Where a file is written before it is renamed into place: ``NAME.partial``."""
     p = Path(path)
-    tmp = p.with_name(p.name + ".partial")
+    return p.with_name(p.name + ".partial")
+
+
+def check_json_output(path: str | Path, what: str, inputs: list[tuple[str, str | Path]],
+                      outputs: list[tuple[str, str | Path]] = ()) -> None:
+    """Before any work: refuse a JSON output (``what``, e.g. "results JSON") that would land on an input or on
+    another output, or that cannot be written there; so a finished run never ends in a lost report."""
+    check_outputs(inputs, [(what, path), *outputs], {str(Path(path)): [partial_path(path)]})
+    if not writable_file(path):
+        raise UserError(f"cannot write the {what} to '{path}': not a writable location")
+
+
+def write_json(path: str | Path, data: Any, what: str, default: Callable[[Any], Any] = str) -> None:
+    """Write ``data`` as JSON through ``NAME.partial`` renamed into place: a reader never sees half a file, and a
+    failure leaves nothing behind but one line naming ``what`` (e.g. "stats"). ``default``: how values JSON
+    does not know are written (``float`` keeps numpy scalars numbers)."""
+    p = Path(path)
+    tmp = partial_path(p)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.write_text(json.dumps(data, indent=2, default=default))
         tmp.replace(p)
     except OSError as e:
         with contextlib.suppress(OSError):
