@@ -115,3 +115,53 @@ def test_every_depth_loss_trains(tmp_path, loss):
     out = train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / loss), steps=1, seed=0,
                             depth_loss=loss, **TINY))
     assert out.is_file()
+
+
+def test_a_finished_run_is_never_trained_over(tmp_path):
+    from segformer3d_rt.errors import UserError
+
+    first = train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "a"), steps=1, seed=0, **TINY))
+    before = first.read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "a"), steps=1, seed=1, **TINY))
+    train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "b"), steps=1, seed=0, **TINY))
+    with pytest.raises(UserError, match="already holds a run"):  # resuming another run into this one: also not
+        train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "a"), steps=2, seed=0,
+                          resume=str(tmp_path / "b"), **TINY))
+    assert first.read_bytes() == before
+    # the run itself, resumed, may continue in its folder
+    train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "a"), steps=2, seed=0,
+                      resume=str(tmp_path / "a"), **TINY))
+    assert torch.load(tmp_path / "a" / "last.state.pt", weights_only=True)["step"] == 2
+
+
+def test_ctrl_c_saves_the_steps_done_and_resume_continues_from_them(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "segformer3d_rt", "train", "--data", "synthetic:size=64x128", "--crop", "64x128",
+           "--batch-size", "2", "--steps", "100000", "--save-every", "100000", "--log-every", "1",
+           "--warmup", "2", "--workers", "1", "--threads", "1", "--progress", "plain", "--out", str(out)]
+    # a session of its own, signalled as a group: what a terminal's Ctrl-C does (the data worker gets it too)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        for line in proc.stdout:
+            if line.startswith("step 3/") or time.time() > deadline:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "stopped at step" in err, err
+    step = torch.load(out / "last.state.pt", weights_only=True)["step"]
+    assert 3 <= step < 100000
+    assert load_model(out / "last.safetensors") is not None
+    # and the saved state is a real resume point
+    train(TrainConfig(data="synthetic:size=64x128", out=str(out), steps=step + 1, seed=0, resume=str(out),
+                      **{**TINY, "warmup": 2}))
+    assert torch.load(out / "last.state.pt", weights_only=True)["step"] == step + 1

@@ -4,6 +4,7 @@
 # about 65 minutes on 2 cores for step 1 and about 60 for step 2 (THREADS=1: one for the network, one for the data
 # worker; longer when the machine is shared); on a GPU add nothing, it is picked up (--device auto).
 # `bash weights/recipe.sh` runs every step; `bash weights/recipe.sh 3` starts at step 3 (after the training runs).
+# A training step refuses a run folder that already holds a run: move runs/b0-roads* away to train them again.
 set -euo pipefail
 RUN1=${RUN1:-runs/b0-roads}
 RUN=${RUN:-runs/b0-roads-popup}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -331,6 +333,7 @@ def train(cfg: TrainConfig) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
     out = Path(cfg.out)
+    _check_out(out, cfg.resume)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -366,40 +369,87 @@ def train(cfg: TrainConfig) -> Path:
     batches = iter(loader)  # creating the iterator draws from torch's RNG: restore the state after it
     if cfg.resume:
         torch.set_rng_state(state["torch_rng"])
-    with reporter:
-        for groups in batches:
-            loss, ls_sum, ld_sum, n_all = 0.0, 0.0, 0.0, sum(len(g[1]) for g in groups)
-            for src, images, labels, depths in groups:
-                images, labels, depths = images.to(device), labels.to(device), depths.to(device)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = model(images)
-                ls = set_loss(outputs.seg_logits, labels, sources[src].membership,
-                              label_weights=sources[src].label_weights)
-                if outputs.depth is None:
-                    ld = ls * 0.0
-                elif sources[src].relative_depth:
-                    ld = scale_invariant_loss(outputs.depth, depths, model.meta.depth)
-                else:
-                    ld = depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
-                share = len(images) / n_all  # each loss only where its labels exist, weighted by its samples
-                loss = loss + share * (cfg.seg_weight * ls + cfg.depth_weight * ld)
-                ls_sum, ld_sum = ls_sum + share * ls.item(), ld_sum + share * ld.item()
-            if not torch.isfinite(loss):
-                raise UserError(f"loss became {loss.item()} at step {step}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()  # per iteration, not per epoch
-            step += 1
-            reporter.step(step, ls_sum, ld_sum, opt.param_groups[0]["lr"], n_all)
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                _save(model, opt, sched, scaler, step, out)
-                _train_mode(model, cfg.freeze)
+    saved = start
+    stop = _StopRequest()
+    with reporter, stop:
+        try:
+            for groups in batches:
+                loss, ls_sum, ld_sum, n_all = 0.0, 0.0, 0.0, sum(len(g[1]) for g in groups)
+                for src, images, labels, depths in groups:
+                    images, labels, depths = images.to(device), labels.to(device), depths.to(device)
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        outputs = model(images)
+                    ls = set_loss(outputs.seg_logits, labels, sources[src].membership,
+                                  label_weights=sources[src].label_weights)
+                    if outputs.depth is None:
+                        ld = ls * 0.0
+                    elif sources[src].relative_depth:
+                        ld = scale_invariant_loss(outputs.depth, depths, model.meta.depth)
+                    else:
+                        ld = depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
+                    share = len(images) / n_all  # each loss only where its labels exist, weighted by its samples
+                    loss = loss + share * (cfg.seg_weight * ls + cfg.depth_weight * ld)
+                    ls_sum, ld_sum = ls_sum + share * ls.item(), ld_sum + share * ld.item()
+                if not torch.isfinite(loss):
+                    raise UserError(f"loss became {loss.item()} at step {step}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()  # per iteration, not per epoch
+                step += 1
+                reporter.step(step, ls_sum, ld_sum, opt.param_groups[0]["lr"], n_all)
+                if step % cfg.save_every == 0 or step == cfg.steps:
+                    _save(model, opt, sched, scaler, step, out)
+                    saved = step
+                    _train_mode(model, cfg.freeze)
+                if stop.requested:
+                    break
+        except Exception:
+            if not stop.requested:
+                raise
+            # the same Ctrl-C reached the data workers and they exited: the interrupt is what happened
+            log.debug("after the interrupt", exc_info=True)
     final = out / "last.safetensors"
-    if step == start:
+    if step == start or (stop.requested and step > saved):
         _save(model, opt, sched, scaler, step, out)
+    if stop.requested:
+        log.warning("stopped at step %d of %d; %s holds it (--resume %s continues)", step, cfg.steps, final, out)
+        raise KeyboardInterrupt
     return final
+
+
+def _check_out(out: Path, resume: str | None) -> None:
+    """Never train over a finished run: --out may hold one only when that is the run being resumed."""
+    held = [n for n in ("last.safetensors", "last.state.pt") if (out / n).exists()]
+    if not held:
+        return
+    if resume and _resume_path(resume).parent.resolve() == out.resolve():
+        return
+    raise UserError(f"'{out}' already holds a run ({held[0]}); give another --out, or --resume {out} to continue it")
+
+
+class _StopRequest:
+    """Ctrl-C or SIGTERM while training: finish the step under way, save, stop (a second one stops at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _save(model: SegFormer3D, opt, sched, scaler, step: int, out: Path) -> None:
