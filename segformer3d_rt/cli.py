@@ -323,7 +323,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                                    "(rendered on the fly), camvid:ROOT, cityscapes:ROOT, npy:ROOT (original "
                                    "Segformer3D layout). Give --data several times to mix datasets; each spec may "
                                    "add weight=W (sampling weight), crop=HxW, scale=LOW-HIGH, sky=M (sky depth target, metres) and "
-                                   "popup=H (relative depth made from the labels, horizon at H x frame height), e.g. "
+                                   "popup=H|auto (relative depth made from the labels, horizon at H x frame height or "
+                                   "estimated per sequence), e.g. "
                                    "--data synthetic:size=128x256,weight=1,scale=1-1 --data camvid:ROOT,weight=2. "
                                    "Each loss is computed only where its labels exist.")
     t.add_argument("--data", action="append", help="dataset spec, repeatable (default synthetic)")

@@ -77,8 +77,10 @@ class TrainSet(Dataset):
     def __init__(self, base: Dataset, crop: tuple[int, int], seed: int, augment: bool,
                  mean: tuple[float, ...], std: tuple[float, ...],
                  scale: tuple[float, float] = (0.5, 2.0), sky_labels: tuple[int, ...] = (),
-                 sky_depth: float = 0.0, popup: tuple[float, np.ndarray, np.ndarray] | None = None) -> None:
-        """popup: (horizon, ground, sky per label id) to make relative depth from the labels (data/popup.py)."""
+                 sky_depth: float = 0.0,
+                 popup: tuple[float | dict[str, float], np.ndarray, np.ndarray] | None = None) -> None:
+        """popup: (horizon, or one per sequence; ground, sky per label id) to make relative depth from the
+        labels (data/popup.py)."""
         from ..data.augment import Augment
 
         self.base, self.seed, self.mean, self.std = base, seed, mean, std
@@ -96,11 +98,14 @@ class TrainSet(Dataset):
         rng = np.random.default_rng([self.seed, index])
         sample = self.base[index]
         if self.popup is not None and sample.labels is not None and sample.depth is None:
-            from ..data.popup import popup_depth
+            from ..data.popup import popup_depth, sequence_of
 
             # on the whole frame, before zoom and crop: the horizon is a row of the camera's own picture
             horizon, ground, sky = self.popup
-            sample = replace(sample, depth=popup_depth(sample.labels, ground, sky, horizon))
+            if isinstance(horizon, dict):  # popup=auto: per sequence; one without enough ground: no target
+                horizon = horizon.get(sequence_of(sample.name))
+            if horizon is not None:
+                sample = replace(sample, depth=popup_depth(sample.labels, ground, sky, horizon))
         sample = self.augment(sample, rng)
         image, labels, depth = to_tensors(sample, self.mean, self.std)
         if self.sky_depth > 0 and self.sky_labels and self.popup is None:  # metres mean nothing in relative depth
@@ -178,7 +183,7 @@ def sampling_plan(sizes: list[int], weights: list[float], steps: int, batch_size
 
 
 def _parse_mix(spec: str, cfg: TrainConfig
-               ) -> tuple[float, tuple[int, int], tuple[float, float], float, float | None]:
+               ) -> tuple[float, tuple[int, int], tuple[float, float], float, float | str | None]:
     """weight=, crop=, scale=, sky= and popup= of one --data spec (defaults: 1, --crop, --scale, --sky-depth,
     no pop-up depth)."""
     from ..data.registry import split_spec
@@ -198,13 +203,30 @@ def _parse_mix(spec: str, cfg: TrainConfig
     sky = number("sky", cfg.sky_depth)
     if sky < 0:
         raise UserError(f"'{spec}': sky= must be >= 0 (metres; 0 = no sky depth target)")
-    popup = number("popup", -1.0) if "popup" in opts else None
-    if popup is not None and not 0.0 <= popup < 1.0:
-        raise UserError(f"'{spec}': popup= is the horizon's row as a fraction of the frame height, 0 to 1 "
-                        f"(0.5 for a level camera), not {opts['popup']}")
+    popup: float | str | None = None
+    if opts.get("popup") == "auto":
+        popup = "auto"
+    elif "popup" in opts:
+        popup = number("popup", -1.0)
+        if not 0.0 <= popup < 1.0:
+            raise UserError(f"'{spec}': popup= is the horizon's row as a fraction of the frame height, 0 to 1 "
+                            f"(0.5 for a level camera), or auto (per sequence, from the labels), not {opts['popup']}")
     crop = parse_size(opts["crop"]) if "crop" in opts else tuple(cfg.crop)
     scale = parse_range(opts["scale"], "-", f"'{spec}': scale=") if "scale" in opts else tuple(cfg.scale)
     return weight, crop, scale, sky, popup
+
+
+def _horizons(spec: str, base: Dataset, ground: np.ndarray) -> dict[str, float]:
+    """popup=auto: the horizon of each sequence of ``base``, estimated once from all its label maps."""
+    from ..data.popup import estimate_horizons
+
+    frames = ((s.name, s.labels) for s in (base[i] for i in range(len(base))) if s.labels is not None)
+    found = estimate_horizons(frames, ground)
+    if not found:
+        raise UserError(f"'{spec}': popup=auto found too little ground in the labels to place a horizon; "
+                        "give popup=H (the horizon's row as a fraction of the frame height)")
+    log.info("pop-up horizons of %s: %s", spec, ", ".join(f"{k or '(all)'} {v:.3f}" for k, v in found.items()))
+    return found
 
 
 def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[float, ...],
@@ -235,7 +257,8 @@ def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[fl
 
             if base[0].depth is not None:  # one sample says it: pop-up depth would be ignored beside real depth
                 raise UserError(f"'{spec}': popup= is for labelled data without depth; this dataset has its own")
-            kinds = (popup, *label_kinds(label_meaning))
+            ground, sky_ids = label_kinds(label_meaning)
+            kinds = (_horizons(spec, base, ground) if popup == "auto" else popup, ground, sky_ids)
         data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth, kinds)
         counts = base.label_histogram() if hasattr(base, "label_histogram") else None
         label_weights = None if counts is None else balanced_weights(counts, cfg.balance)
