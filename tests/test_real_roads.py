@@ -421,6 +421,75 @@ def test_popup_targets_on_real_camvid_frames_through_training_crops():
     assert min(covered) > 0.2  # most of a street frame is road or stands on it
 
 
+def test_horizon_estimate_by_hand():
+    from segformer3d_rt.data.popup import estimate_horizons
+
+    R, S, B = (CAMVID.names.index(n) for n in ("road", "sky", "building"))
+    ground = _kinds()[0]
+    frames = []
+    for i in range(20):  # sequence "a": the road's top row in the central columns is 10 + i
+        lab = np.full((40, 8), S, np.uint8)
+        lab[10 + i:, 2:6] = R
+        lab[5:, :2] = R  # kerbs at the sides reach higher: not the road's far end, not counted
+        lab[10 + i:12 + i, 3] = IGNORE  # void in one column does not hide the road beside it
+        frames.append((f"a_{i:03d}", lab))
+    frames += [(f"b_{i}", np.full((40, 8), B, np.uint8)) for i in range(10)]  # no ground: no estimate
+    frames += [(f"c_{i}", np.full((40, 8), R, np.uint8)) for i in range(3)]  # too few frames
+    est = estimate_horizons(frames, ground, quantile=5.0)
+    assert set(est) == {"a"}
+    tops = (10 + np.arange(20) + 0.5) / 40
+    assert est["a"] == pytest.approx(np.percentile(tops, 5.0))
+
+
+def test_horizon_estimate_on_rendered_drives_lands_just_below_the_true_horizon():
+    from segformer3d_rt.data.popup import estimate_horizons, label_kinds
+    from segformer3d_rt.labels import identity_space
+    from segformer3d_rt.synthetic import SyntheticWorld
+
+    ground = label_kinds(identity_space(CITYSCAPES_CLASSES))[0]
+    for seed in (100, 105):
+        world = SyntheticWorld(seed=seed, height=120, width=160)
+        frames = [(f"d_{i}", world.render(i).labels) for i in range(0, 2000, 100)]
+        true = np.mean([(world.camera(i).v_horizon + 0.5) / 120 for i in range(0, 2000, 100)])
+        # flat ground never rises above the horizon: the estimate is at or below it (a larger row), and close
+        assert 0.0 <= estimate_horizons(frames, ground)["d"] - true < 0.04
+
+
+@needs_camvid
+def test_popup_auto_finds_each_camvid_camera_and_uses_it():
+    from segformer3d_rt.data.popup import label_kinds, popup_depth
+    from segformer3d_rt.training.train import build_sources
+
+    cfg = TrainConfig(data=(f"camvid:{CAMVID_DIR},split=train,sky=0,popup=auto",), crop=(360, 480), augment=False)
+    src = build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)[0]
+    horizons = src.data.popup[0]
+    assert set(horizons) == {"0001TP", "0006R0", "0016E5"}
+    # 0001TP's camera looks up: its road runs out near row 220 of 360 (seen in its frames); the others near 175
+    assert 0.58 < horizons["0001TP"] < 0.68
+    assert all(0.44 < horizons[k] < 0.53 for k in ("0006R0", "0016E5"))
+    names = [p.stem for p in src.data.base.images]
+    for seq in ("0001TP", "0016E5"):
+        i = next(j for j, n in enumerate(names) if n.startswith(seq))
+        _, labels, depth = src.data[i]
+        raw = src.data.base[i].labels
+        expected = popup_depth(raw, *label_kinds(CAMVID), horizon=horizons[seq])
+        assert np.allclose(depth[0].numpy(), expected, atol=1e-6)
+
+
+def test_popup_auto_without_ground_is_one_clear_error(tmp_path):
+    from segformer3d_rt.training.train import build_sources
+
+    root = tmp_path / "cv"
+    (root / "train").mkdir(parents=True)
+    (root / "trainannot").mkdir()
+    for i in range(6):  # all sky: nowhere to put a horizon
+        cv2.imwrite(str(root / "train" / f"s_{i}.png"), np.zeros((32, 48, 3), np.uint8))
+        cv2.imwrite(str(root / "trainannot" / f"s_{i}.png"), np.zeros((32, 48), np.uint8))
+    cfg = TrainConfig(data=(f"camvid:{root},split=train,popup=auto",), crop=(32, 48))
+    with pytest.raises(UserError, match="popup=auto found too little ground"):
+        build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)
+
+
 def test_scale_invariant_loss_ignores_one_scale_per_image():
     from segformer3d_rt.model.metadata import DepthSpec
     from segformer3d_rt.training.losses import scale_invariant_loss
