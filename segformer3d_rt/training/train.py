@@ -397,29 +397,7 @@ def train(cfg: TrainConfig) -> Path:
     with reporter, stop:
         try:
             for groups in batches:
-                loss, ls_sum, ld_sum, n_all = 0.0, 0.0, 0.0, sum(len(g[1]) for g in groups)
-                for src, images, labels, depths in groups:
-                    images, labels, depths = images.to(device), labels.to(device), depths.to(device)
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                        outputs = model(images)
-                    ls = set_loss(outputs.seg_logits, labels, sources[src].membership,
-                                  label_weights=sources[src].label_weights)
-                    if outputs.depth is None:
-                        ld = ls * 0.0
-                    elif sources[src].relative_depth:
-                        ld = scale_invariant_loss(outputs.depth, depths, model.meta.depth)
-                    else:
-                        ld = depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
-                    share = len(images) / n_all  # each loss only where its labels exist, weighted by its samples
-                    loss = loss + share * (cfg.seg_weight * ls + cfg.depth_weight * ld)
-                    ls_sum, ld_sum = ls_sum + share * ls.item(), ld_sum + share * ld.item()
-                if not torch.isfinite(loss):
-                    raise UserError(f"loss became {loss.item()} at step {step}; lower --lr")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()  # per iteration, not per epoch
+                ls_sum, ld_sum, n_all = _step(model, opt, sched, scaler, groups, sources, cfg, device, use_amp)
                 step += 1
                 reporter.step(step, ls_sum, ld_sum, opt.param_groups[0]["lr"], n_all)
                 if step % cfg.save_every == 0 or step == cfg.steps:
@@ -440,6 +418,34 @@ def train(cfg: TrainConfig) -> Path:
         log.warning("stopped at step %d of %d; %s holds it (--resume %s continues)", step, cfg.steps, final, out)
         raise KeyboardInterrupt
     return final
+
+
+def _step(model: SegFormer3D, opt, sched, scaler, groups, sources: list[Source], cfg: TrainConfig,
+          device: torch.device, use_amp: bool) -> tuple[float, float, int]:
+    """One optimiser step on a batch split by dataset; returns its (seg, depth) losses and its image count."""
+    loss, ls_sum, ld_sum, n_all = 0.0, 0.0, 0.0, sum(len(g[1]) for g in groups)
+    for src, images, labels, depths in groups:
+        images, labels, depths = images.to(device), labels.to(device), depths.to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            outputs = model(images)
+        ls = set_loss(outputs.seg_logits, labels, sources[src].membership, label_weights=sources[src].label_weights)
+        if outputs.depth is None:
+            ld = ls * 0.0
+        elif sources[src].relative_depth:
+            ld = scale_invariant_loss(outputs.depth, depths, model.meta.depth)
+        else:
+            ld = depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
+        share = len(images) / n_all  # each loss only where its labels exist, weighted by its samples
+        loss = loss + share * (cfg.seg_weight * ls + cfg.depth_weight * ld)
+        ls_sum, ld_sum = ls_sum + share * ls.item(), ld_sum + share * ld.item()
+    if not torch.isfinite(loss):
+        raise UserError(f"loss became {loss.item()} at step {sched.last_epoch}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()  # per iteration, not per epoch
+    return ls_sum, ld_sum, n_all
 
 
 def _check_out(out: Path, resume: str | None) -> None:
