@@ -7,7 +7,7 @@
 # A training step refuses a run folder that already holds a run: move runs/b0-roads* away to train them again.
 set -euo pipefail
 RUN1=${RUN1:-runs/b0-roads}
-RUN=${RUN:-runs/b0-roads-popup}
+RUN=${RUN:-runs/b0-roads-horizon}
 DATA=${DATA:-../shared/data}
 FROM=${1:-1}
 OUT=weights/segformer3d-rt-b0-roads.safetensors
@@ -36,7 +36,7 @@ if [ "$FROM" -le 1 ]; then
 fi
 
 # 2. fine-tune step 1's result with depth on real frames too: CamVid's labels give a relative "pop-up" depth
-#    (ground at 1/(v - v_horizon), with the horizon at half the frame height; anything standing on the ground at
+#    (ground at 1/(v - v_horizon), the horizon placed per sequence from the labels; anything standing on the ground at
 #    the depth of its contact row; the rest no target), scored by a per-image scale-invariant log-L1, so real
 #    walls, trees and cars standing near the horizon are put as near as the road they stand on. Fresh synthetic
 #    scenes (sets 2 and 3), more of them at 256x512. 1500 steps of 8: 20% / 30% synthetic, 50% CamVid.
@@ -44,7 +44,7 @@ if [ "$FROM" -le 2 ]; then
   segformer3d-rt train --init "$RUN1/last.safetensors" \
     --data synthetic:seed=2,size=128x256,crop=128x256,scale=1-1,weight=1 \
     --data synthetic:seed=3,size=256x512,crop=256x512,scale=1-1,weight=1.5 \
-    --data "camvid:$DATA/camvid,split=train,weight=2.5,sky=0,popup=0.5" --crop 256x320 --scale 0.5,1.25 \
+    --data "camvid:$DATA/camvid,split=train,weight=2.5,sky=0,popup=auto" --crop 256x320 --scale 0.5,1.25 \
     --input-size 288x512 --steps 1500 --batch-size 8 --lr 3e-4 --warmup 50 --depth-loss log-l1 \
     --balance 0.5 --sky-depth 100 --seed 1 --threads "${THREADS:-1}" --workers 1 --save-every 250 --log-every 50 \
     --progress plain --out "$RUN"

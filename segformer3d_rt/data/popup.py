@@ -10,8 +10,9 @@ anything near the horizon where 1 / (v - v_h) is ill-conditioned) stays 0 = no t
 The scale (camera height x focal length) is unknown, so the result is *relative*: train on it with a
 scale-invariant loss only (:func:`~segformer3d_rt.training.losses.scale_invariant_loss`). The horizon row is
 a fraction of the frame height, given per dataset (the camera's mounting; 0.5 for a level camera) or estimated
-per sequence from the labels themselves (:func:`estimate_horizons`): a horizon 0.05 H off roughly doubles the
-error of these targets (measured on rendered streets), and one camera of CamVid sits 0.14 H lower than another.
+per sequence from the labels themselves (:func:`estimate_horizons`): a horizon 0.05 H off more than doubles the
+error of these targets (measured once on rendered streets), and one camera of CamVid sees the horizon 0.15 H
+lower in its picture than the other two.
 """
 from __future__ import annotations
 
