@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 
-
 def _seg_table(result: dict, seg: dict, console: Console) -> None:
     space = result.get("label_space", "model")
     where = "" if space == "model" else f", {space} classes; the model's classes grouped onto them"
