@@ -147,3 +147,35 @@ def test_nohup_keeps_the_run_going_after_a_hangup(tmp_path):
     report = json.loads(stats.read_text())
     assert report["interrupted"] is False and report["frames"]["out"] == 300
     assert decoded_frames(out) == 300
+
+
+def test_ctrl_c_during_eval_keeps_the_images_scored(tmp_path):
+    """A long evaluation stopped by Ctrl-C (to the whole process group, data worker included, as a terminal sends
+    it) prints and writes the figures over the images done, says it is partial, exits 130."""
+    import re
+    import time
+
+    out = tmp_path / "res.json"
+    cmd = [sys.executable, "-m", "segformer3d_rt", "eval", "--data", "synthetic:n=100000,size=64x128",
+           "--input-size", "64x128", "--workers", "1", "--json", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        for line in proc.stderr:  # the backend is up: images are being scored from here on
+            if "start-up" in line or time.time() > deadline:
+                break
+        time.sleep(3.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    m = re.search(r"interrupted after (\d+) of 100000 images", err)
+    assert m, err
+    result = json.loads(out.read_text())
+    assert result["interrupted"] is True and result["of"] == 100000
+    assert 0 < result["images"] == int(m.group(1)) < 100000
+    assert result["segmentation"]["pixels"] > 0 and result["depth"]["count"] > 0  # scored, not just counted
+    assert f"{result['images']} images of 100000 (interrupted)" in stdout

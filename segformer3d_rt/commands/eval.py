@@ -52,6 +52,8 @@ def _depth_by_class_table(result: dict, console: Console) -> None:
 
 
 def print_report(result: dict, console: Console) -> None:
+    partial = f" of {result['of']} (interrupted)" if result.get("interrupted") else ""
+    console.print(f"{result['images']} images{partial}", highlight=False)
     seg = result["segmentation"]
     if seg.get("pixels"):
         _seg_table(result, seg, console)
@@ -107,10 +109,15 @@ def run_eval(cfg: EvalConfig) -> int:
     result["backend"] = model.name if isinstance(model, Backend) else "torch"
     result["precision"] = model.precision if isinstance(model, Backend) else cfg.precision
     result["data"] = cfg.data
+    code = 0
+    if result["interrupted"]:  # Ctrl-C: what was scored is kept, and labelled as partial
+        logging.getLogger(__name__).warning("interrupted after %d of %d images: the figures cover those only",
+                                            result["images"], result["of"])
+        code = 130
     if cfg.json == "-":
         print(json.dumps(result, indent=2, default=float))
-        return 0
+        return code
     print_report(result, Console())  # first: the figures are on screen even if the file cannot be written
     if cfg.json:
         write_json(cfg.json, result, "results JSON", default=float)
-    return 0
+    return code

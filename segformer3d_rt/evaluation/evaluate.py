@@ -17,6 +17,7 @@ from ..model import SegFormer3D
 from ..runtime.device import autocast
 from ..runtime.normalize import Normalizer
 from ..runtime.sizes import model_input_size
+from ..runtime.stop import StopRequest
 
 
 def _collate(samples: list) -> list:
@@ -28,7 +29,8 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
              max_depth: float | None = 80.0, batch_size: int = 4, workers: int = 0,
              precision: torch.dtype | None = None, limit: int | None = None) -> dict[str, Any]:
     """Predictions are resized to each label map's size (labels are never resized). Depth is also scored per
-    predicted class (``depth_by_class``; the median scale is the whole image's)."""
+    predicted class (``depth_by_class``; the median scale is the whole image's). Ctrl-C or SIGTERM ends it after
+    the image under way: the result covers ``images`` of ``of`` and has ``interrupted`` set."""
     from .metrics import DepthMetrics, SegMetrics
 
     meta = model.meta
@@ -54,34 +56,44 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
     n = len(data) if limit is None else min(limit, len(data))
     subset = torch.utils.data.Subset(data, range(n))
     loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+
+    def score(sample) -> None:  # one image at a time through the network: sizes may differ
+        h, w = sample.image.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(sample.image)).to(device).permute(2, 0, 1)[None].float() / 255
+        x = F.interpolate(x, size=model_input_size((h, w), box), mode="bilinear", align_corners=False, antialias=True)
+        with autocast(device, precision):
+            out = model(normalise(x))
+        pred = None
+        if out.seg_logits is not None:
+            logits = F.interpolate(out.seg_logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+            pred = logits.argmax(1)[0]
+        if sample.labels is not None and pred is not None:
+            seg.update(pred if lut is None else lut[pred], torch.from_numpy(sample.labels).to(device))
+        if sample.depth is not None and out.depth is not None and meta.depth is not None:
+            raw = F.interpolate(out.depth.float(), size=(h, w), mode="bilinear", align_corners=False)
+            pred_d, gt = meta.depth.to_depth(raw)[0, 0], torch.from_numpy(sample.depth).to(device)
+            scaled = median_scaled(pred_d, gt, max_depth)  # one scale per image, over all its pixels
+            dep.update(pred_d, gt)
+            dep_scaled.update(scaled, gt)
+            if pred is not None:
+                for k in pred.unique().tolist():
+                    where = pred == k
+                    by_class[k][0].update(pred_d[where], gt[where])
+                    by_class[k][1].update(scaled[where], gt[where])
+
     count = 0
-    for batch in loader:
-        for sample in batch:  # images may differ in size: one at a time through the network
-            h, w = sample.image.shape[:2]
-            x = torch.from_numpy(np.ascontiguousarray(sample.image)).to(device).permute(2, 0, 1)[None].float() / 255
-            size = model_input_size((h, w), box)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-            with autocast(device, precision):
-                out = model(normalise(x))
-            pred = None
-            if out.seg_logits is not None:
-                logits = F.interpolate(out.seg_logits.float(), size=(h, w), mode="bilinear", align_corners=False)
-                pred = logits.argmax(1)[0]
-            if sample.labels is not None and pred is not None:
-                seg.update(pred if lut is None else lut[pred], torch.from_numpy(sample.labels).to(device))
-            if sample.depth is not None and out.depth is not None and meta.depth is not None:
-                raw = F.interpolate(out.depth.float(), size=(h, w), mode="bilinear", align_corners=False)
-                pred_d, gt = meta.depth.to_depth(raw)[0, 0], torch.from_numpy(sample.depth).to(device)
-                scaled = median_scaled(pred_d, gt, max_depth)  # one scale per image, over all its pixels
-                dep.update(pred_d, gt)
-                dep_scaled.update(scaled, gt)
-                if pred is not None:
-                    for k in pred.unique().tolist():
-                        where = pred == k
-                        by_class[k][0].update(pred_d[where], gt[where])
-                        by_class[k][1].update(scaled[where], gt[where])
-            count += 1
-    result: dict[str, Any] = {"images": count, "classes": class_names,
+    with StopRequest() as stop:
+        try:
+            for sample in (s for batch in loader for s in batch):
+                score(sample)
+                count += 1
+                if stop.requested:
+                    break
+        except Exception:
+            if not stop.requested:
+                raise  # else: the same Ctrl-C reached the data workers and they exited
+    # interrupted: the figures are over the images done (each one scored whole), and say so
+    result: dict[str, Any] = {"images": count, "of": n, "interrupted": stop.requested, "classes": class_names,
                               "label_space": space.name if space is not None else "model"}
     s = seg.compute()
     result["segmentation"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,6 +16,7 @@ from ..errors import UserError
 from ..model import SegFormer3D, build_model, load_encoder, read_checkpoint, save_checkpoint
 from ..model.checkpoints import load_state_strict
 from ..model.metadata import IMAGENET_MEAN, IMAGENET_STD
+from ..runtime.stop import StopRequest
 from .losses import DEPTH_LOSSES, depth_loss, scale_invariant_loss, set_loss
 
 log = logging.getLogger(__name__)
@@ -393,7 +392,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume:
         torch.set_rng_state(state["torch_rng"])
     saved = start
-    stop = _StopRequest()
+    stop = StopRequest()
     with reporter, stop:
         try:
             for groups in batches:
@@ -456,29 +455,6 @@ def _check_out(out: Path, resume: str | None) -> None:
     if resume and _resume_path(resume).parent.resolve() == out.resolve():
         return
     raise UserError(f"'{out}' already holds a run ({held[0]}); give another --out, or --resume {out} to continue it")
-
-
-class _StopRequest:
-    """Ctrl-C or SIGTERM while training: finish the step under way, save, stop (a second one stops at once)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, _signum: int, _frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _save(model: SegFormer3D, opt, sched, scaler, step: int, out: Path) -> None:
