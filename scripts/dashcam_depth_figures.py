@@ -1,7 +1,7 @@
 """The model card's dashcam figures: on 5 frames spread over the real 720p clip (every 40th of the first 200), at
 the checkpoint's input box, the share of sky and of vehicles in the top fifth, the median depth of the bottom
 fifth (road) and of rows 35-50% (the scene at the horizon, sky left out), and the network's own sky depth.
-The same frames and quantities tests/test_bundled.py checks.
+tests/test_bundled.py checks the same quantities on the same outputs (it calls dashcam_outputs).
 
     python scripts/dashcam_depth_figures.py [WEIGHTS] [CLIP]
 """
@@ -23,21 +23,28 @@ from segformer3d_rt.runtime.sizes import model_input_size
 VEHICLES = ("car", "truck", "bus", "train")
 
 
-def main(weights: str, clip: str) -> None:
+def dashcam_outputs(weights: str, clip: str, n: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(classes, depth in metres) at stride 4 of n frames spread over the clip, at the checkpoint's input box."""
     model = load_model(weights).eval()
     meta = model.meta
     with av.open(clip) as c:
-        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(200), c.decode(video=0)) if i % 40 == 0][:5]
-    sky = meta.class_names.index(SKY)
-    vehicles = [meta.class_names.index(n) for n in VEHICLES]
+        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(200), c.decode(video=0)) if i % 40 == 0][:n]
+    out = []
     for img in frames:
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
         x = F.interpolate(x, size=model_input_size(img.shape[:2], meta.input_size), mode="bilinear",
                           antialias=True, align_corners=False)
         with torch.no_grad():
-            out = model(normalize(x, meta.mean, meta.std, scale=255.0))
-        cls = out.seg_logits.argmax(1)[0].numpy()
-        depth = meta.depth.to_depth(out.depth.float())[0, 0].numpy()
+            o = model(normalize(x, meta.mean, meta.std, scale=255.0))
+        out.append((o.seg_logits.argmax(1)[0].numpy(), meta.depth.to_depth(o.depth.float())[0, 0].numpy()))
+    return out
+
+
+def main(weights: str, clip: str) -> None:
+    names = load_model(weights).meta.class_names
+    sky = names.index(SKY)
+    vehicles = [names.index(n) for n in VEHICLES]
+    for cls, depth in dashcam_outputs(weights, clip):
         h = cls.shape[0]
         top = cls[: h // 5]
         band = slice(int(0.35 * h), h // 2)

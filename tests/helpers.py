@@ -1,6 +1,7 @@
 """Small checks several test files share."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -55,6 +56,26 @@ def interrupt(proc: subprocess.Popen, out: Path, *signals: int, settle_s: float 
         last = time.time()
         _, err = proc.communicate(timeout=120)
         return err, time.time() - last
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def ctrl_c_after(cmd: list[str], marker: str, stream: str = "stdout", settle_s: float = 0.0,
+                 wait_s: float = 240) -> tuple[int, str, str]:
+    """Start ``cmd`` in a session of its own; once a line of ``stream`` holds ``marker`` (or after ``wait_s``),
+    wait ``settle_s`` and send SIGINT to the whole group, as a terminal's Ctrl-C does (data workers get it too).
+    Returns (exit code, the rest of stdout, the rest of stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + wait_s
+        for line in getattr(proc, stream):
+            if marker in line or time.time() > deadline:
+                break
+        time.sleep(settle_s)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        return proc.returncode, out, err
     finally:
         if proc.poll() is None:
             proc.kill()

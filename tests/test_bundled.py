@@ -12,15 +12,12 @@ import av
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 
 from segformer3d_rt import load_model
 from segformer3d_rt.data.registry import HELD_OUT_SEED, open_dataset
 from segformer3d_rt.evaluation.evaluate import evaluate
 from segformer3d_rt.labels import SKY
-from segformer3d_rt.runtime.normalize import normalize
-from segformer3d_rt.runtime.sizes import model_input_size
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
@@ -99,22 +96,15 @@ def test_model_card_kitti_figure_is_what_the_weights_give(kitti):
     assert _card("median-scaled") == pytest.approx(kitti["depth_median_scaled"]["abs_rel"], abs=6e-4)
 
 
-def _dashcam_outputs(n: int = 5) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """(classes, depth in metres, sky id) at stride 4 for n frames spread over the real 720p dashcam clip."""
-    model = load_model(WEIGHTS).eval()
-    meta = model.meta
-    with av.open(str(DASHCAM)) as c:
-        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(200), c.decode(video=0)) if i % 40 == 0][:n]
-    out = []
-    for img in frames:
-        x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x, size=model_input_size(img.shape[:2], meta.input_size), mode="bilinear",
-                          antialias=True, align_corners=False)
-        with torch.no_grad():
-            o = model(normalize(x, meta.mean, meta.std, scale=255.0))
-        out.append((o.seg_logits.argmax(1)[0].numpy(), meta.depth.to_depth(o.depth.float())[0, 0].numpy(),
-                     meta.class_names.index(SKY)))
-    return out
+def _dashcam_outputs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The model card's script's own forward pass (scripts/dashcam_depth_figures.py): the same frames and outputs."""
+    import importlib.util
+
+    path = ROOT / "scripts" / "dashcam_depth_figures.py"
+    spec = importlib.util.spec_from_file_location("dashcam_depth_figures", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.dashcam_outputs(str(WEIGHTS), str(DASHCAM))
 
 
 @pytest.mark.slow
@@ -127,7 +117,8 @@ def test_on_the_real_dashcam_sky_is_sky_road_is_near_and_the_sky_is_drawn_far():
     meta = load_model(WEIGHTS).meta
     style = RenderStyle(palette=np.array(CITYSCAPES_PALETTE, np.uint8), class_names=meta.class_names, view="depth",
                         legend=False, hud=False)
-    for classes, depth, sky in _dashcam_outputs():
+    sky = meta.class_names.index(SKY)
+    for classes, depth in _dashcam_outputs():
         h = classes.shape[0]
         top = classes[: h // 5]  # the top fifth of this clip is sky
         assert (top == sky).mean() > 0.5

@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import pytest
 
-from helpers import interrupt, wait_for_frames
+from helpers import ctrl_c_after, interrupt, wait_for_frames
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -153,24 +153,13 @@ def test_ctrl_c_during_eval_keeps_the_images_scored(tmp_path):
     """A long evaluation stopped by Ctrl-C (to the whole process group, data worker included, as a terminal sends
     it) prints and writes the figures over the images done, says it is partial, exits 130."""
     import re
-    import time
 
     out = tmp_path / "res.json"
     cmd = [sys.executable, "-m", "segformer3d_rt", "eval", "--data", "synthetic:n=100000,size=64x128",
            "--input-size", "64x128", "--workers", "1", "--json", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        for line in proc.stderr:  # the backend is up: images are being scored from here on
-            if "start-up" in line or time.time() > deadline:
-                break
-        time.sleep(3.0)
-        os.killpg(proc.pid, signal.SIGINT)
-        stdout, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    # the backend is up (its start-up line): images are being scored from then on
+    code, stdout, err = ctrl_c_after(cmd, "start-up", stream="stderr", settle_s=3.0)
+    assert code == 130, err
     assert "Traceback" not in err
     m = re.search(r"interrupted after (\d+) of 100000 images", err)
     assert m, err

@@ -136,27 +136,14 @@ def test_a_finished_run_is_never_trained_over(tmp_path):
 
 
 def test_ctrl_c_saves_the_steps_done_and_resume_continues_from_them(tmp_path):
-    import os
-    import signal
-    import time
+    from helpers import ctrl_c_after
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "segformer3d_rt", "train", "--data", "synthetic:size=64x128", "--crop", "64x128",
            "--batch-size", "2", "--steps", "100000", "--save-every", "100000", "--log-every", "1",
            "--warmup", "2", "--workers", "1", "--threads", "1", "--progress", "plain", "--out", str(out)]
-    # a session of its own, signalled as a group: what a terminal's Ctrl-C does (the data worker gets it too)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        for line in proc.stdout:
-            if line.startswith("step 3/") or time.time() > deadline:
-                break
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    code, _, err = ctrl_c_after(cmd, "step 3/")
+    assert code == 130, err
     assert "Traceback" not in err and "stopped at step" in err, err
     step = torch.load(out / "last.state.pt", weights_only=True)["step"]
     assert 3 <= step < 100000

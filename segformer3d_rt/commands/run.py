@@ -18,13 +18,12 @@ from ..pipeline.dashboard import print_summary
 from ..pipeline.session import VIDEO_SUFFIXES, execute
 from ..pipeline.stats import PipelineStats
 from ..runtime.bundled import default_weights
-from ..runtime.paths import check_outputs, same_file, writable_file, write_json
+from ..runtime.paths import check_outputs, partial_path, same_file, writable_file, write_json
 from ._signals import Signals, setup_interrupts
 
 __all__ = ["RunConfig", "build_config", "failure_report", "report_bad_settings", "run_pipeline"]
 
 log = logging.getLogger(__name__)
-_PARTIAL = ".partial"  # the video sink and the stats file write NAME.partial first, then rename
 
 
 class _Reported(UserError):
@@ -92,16 +91,12 @@ def _kind(output: str) -> str:
 def _side_files(output: str) -> list[Path]:
     """What a file output writes before itself: NAME.partial (every file sink; what the video sink keeps after a
     late failure goes only to a name that does not exist yet)."""
-    return [_partial(output)]
-
-
-def _partial(path: str | Path) -> Path:
-    p = Path(path)
-    return p.with_name(p.name + _PARTIAL)
+    return [partial_path(output)]
 
 
 def _check_stats_path(path: str, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) -> None:
-    check_outputs(inputs, [("stats JSON", path)], {str(Path(path)): [_partial(path)]})
+    # the outputs only against the stats path: an output refused for itself must not stop its stats being written
+    check_outputs(inputs, [("stats JSON", path)], {str(Path(path)): [partial_path(path)]})
     for what, out in outputs:
         if same_file(out, path):
             raise UserError(f"output '{path}' is both the {what} and the stats JSON; give each output its own name")

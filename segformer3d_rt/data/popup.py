@@ -79,8 +79,8 @@ def estimate_horizons(frames: Iterable[tuple[str, np.ndarray]], ground: np.ndarr
 
     Flat ground never rises above the horizon, and over a drive it runs out towards it in some frames: the
     horizon is taken as the ``quantile``-th percentile of each frame's topmost ground row, in the central half
-    of the columns (the sides show near kerbs, not the road's far end). On rendered drives this lands 0.01-0.02 H
-    below the true horizon. Sequences with fewer than ``min_frames`` frames showing ground are left out.
+    of the columns (the sides show near kerbs, not the road's far end). On rendered drives this lands about
+    0.01-0.02 H below the true horizon. Sequences with fewer than ``min_frames`` frames showing ground are left out.
     """
     tops: dict[str, list[float]] = {}
     for name, labels in frames:

@@ -83,15 +83,11 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
 
     count = 0
     with StopRequest() as stop:
-        try:
-            for sample in (s for batch in loader for s in batch):
-                score(sample)
-                count += 1
-                if stop.requested:
-                    break
-        except Exception:
-            if not stop.requested:
-                raise  # else: the same Ctrl-C reached the data workers and they exited
+        for sample in (s for batch in loader for s in batch):
+            score(sample)
+            count += 1
+            if stop.requested:
+                break
     # interrupted: the figures are over the images done (each one scored whole), and say so
     result: dict[str, Any] = {"images": count, "of": n, "interrupted": stop.requested, "classes": class_names,
                               "label_space": space.name if space is not None else "model"}

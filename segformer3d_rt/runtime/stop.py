@@ -6,15 +6,20 @@
             if stop.requested:
                 break
 
-A second signal raises KeyboardInterrupt at once. Installed only on the main thread (elsewhere signals cannot be
-caught); the old handlers come back on exit.
+A second signal raises KeyboardInterrupt at once. An error raised after the first one is the interrupt's doing
+(the same Ctrl-C reached the data workers, and the loader says they exited): it is logged and swallowed, so the
+loop simply ends. Installed only on the main thread (elsewhere signals cannot be caught); the old handlers come
+back on exit.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
 __all__ = ["StopRequest"]
+
+log = logging.getLogger(__name__)
 
 
 class StopRequest:
@@ -33,6 +38,10 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self.requested and exc_type is not None and issubclass(exc_type, Exception):
+            log.debug("after the interrupt: %s", exc)
+            return True
+        return False

@@ -391,27 +391,18 @@ def train(cfg: TrainConfig) -> Path:
     batches = iter(loader)  # creating the iterator draws from torch's RNG: restore the state after it
     if cfg.resume:
         torch.set_rng_state(state["torch_rng"])
-    saved = start
-    stop = StopRequest()
-    with reporter, stop:
-        try:
-            for groups in batches:
-                ls_sum, ld_sum, n_all = _step(model, opt, sched, scaler, groups, sources, cfg, device, use_amp)
-                step += 1
-                reporter.step(step, ls_sum, ld_sum, opt.param_groups[0]["lr"], n_all)
-                if step % cfg.save_every == 0 or step == cfg.steps:
-                    _save(model, opt, sched, scaler, step, out)
-                    saved = step
-                    _train_mode(model, cfg.freeze)
-                if stop.requested:
-                    break
-        except Exception:
-            if not stop.requested:
-                raise
-            # the same Ctrl-C reached the data workers and they exited: the interrupt is what happened
-            log.debug("after the interrupt", exc_info=True)
+    with reporter, StopRequest() as stop:
+        for groups in batches:
+            ls_sum, ld_sum, n_all = _step(model, opt, sched, scaler, groups, sources, cfg, device, use_amp)
+            step += 1
+            reporter.step(step, ls_sum, ld_sum, opt.param_groups[0]["lr"], n_all)
+            if _save_due(step, cfg):
+                _save(model, opt, sched, scaler, step, out)
+                _train_mode(model, cfg.freeze)
+            if stop.requested:
+                break
     final = out / "last.safetensors"
-    if step == start or (stop.requested and step > saved):
+    if step == start or (stop.requested and not _save_due(step, cfg)):
         _save(model, opt, sched, scaler, step, out)
     if stop.requested:
         log.warning("stopped at step %d of %d; %s holds it (--resume %s continues)", step, cfg.steps, final, out)
@@ -445,6 +436,10 @@ def _step(model: SegFormer3D, opt, sched, scaler, groups, sources: list[Source],
     scaler.update()
     sched.step()  # per iteration, not per epoch
     return ls_sum, ld_sum, n_all
+
+
+def _save_due(step: int, cfg: TrainConfig) -> bool:
+    return step % cfg.save_every == 0 or step == cfg.steps
 
 
 def _check_out(out: Path, resume: str | None) -> None:
