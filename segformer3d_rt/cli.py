@@ -321,7 +321,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train both heads (or either) on synthetic, CamVid, Cityscapes or .npy data",
                        description="Train the dual-head network. Datasets: synthetic[:seed=N,n=N,size=HxW] "
                                    "(rendered on the fly), camvid:ROOT, cityscapes:ROOT, npy:ROOT (original "
-                                   "Segformer3D layout). Give --data several times to mix datasets; each spec may "
+                                   "Segformer3D layout), kitti_stereo:ROOT[,split=train|test] (stereo depth), "
+                                   "video:CLIP|FOLDER[,stride=N,size=HxW,crop=T:B:L:R,fov=DEG|intrinsics=fx,fy,cx,cy] "
+                                   "(frame triplets for self-supervised depth; crop= cuts pixels off each side; "
+                                   "without fov/intrinsics a 75 degree field of view is assumed). "
+                                   "Give --data several times to mix datasets; each spec may "
                                    "add weight=W (sampling weight), crop=HxW, scale=LOW-HIGH, sky=M (sky depth target, metres) and "
                                    "popup=H|auto (relative depth made from the labels, horizon at H x frame height or "
                                    "estimated per sequence), e.g. "
@@ -348,6 +352,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--depth-weight", type=float)
     t.add_argument("--depth-loss", help="log-l1 (default), l1, berhu, silog, mse (the original's)")
     t.add_argument("--silog-lambda", type=float)
+    t.add_argument("--photometric-weight", type=float, help="weight of the self-supervised loss of video sources "
+                   "(default 1)")
+    t.add_argument("--smoothness", type=float, help="edge-aware depth smoothness of video sources (default 1e-3)")
     t.add_argument("--freeze", action="append", choices=("encoder", "seg_head", "depth_head"),
                    help="freeze a part (repeatable); --freeze encoder --freeze seg_head is the original's "
                         "depth-head-only training")

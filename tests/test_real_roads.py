@@ -16,7 +16,9 @@ from segformer3d_rt.evaluation.evaluate import evaluate, median_scaled
 from segformer3d_rt.labels import CAMVID, CITYSCAPES_CLASSES, IGNORE
 from segformer3d_rt.training.losses import seg_loss, set_loss
 from segformer3d_rt.model.metadata import ModelMeta
-from segformer3d_rt.training.train import TrainConfig, balanced_weights, sampling_plan, train
+from segformer3d_rt.training.config import TrainConfig
+from segformer3d_rt.training.mix import balanced_weights, sampling_plan
+from segformer3d_rt.training.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CAMVID_DIR = SHARED / "camvid"
@@ -283,7 +285,7 @@ def test_mixed_training_runs_each_loss_where_its_labels_exist(tmp_path):
     final = train(cfg)
     assert final.is_file()
     from segformer3d_rt import load_model
-    from segformer3d_rt.training.train import build_sources
+    from segformer3d_rt.training.mix import build_sources
 
     model = load_model(final)
     assert model.meta.num_classes == 19
@@ -298,7 +300,7 @@ def test_mixed_training_runs_each_loss_where_its_labels_exist(tmp_path):
 
 
 def test_sky_is_taught_as_far():
-    from segformer3d_rt.training.train import TrainSet
+    from segformer3d_rt.training.mix import TrainSet
     from segformer3d_rt.data.datasets import Sample
 
     class One(torch.utils.data.Dataset):
@@ -317,7 +319,7 @@ def test_sky_is_taught_as_far():
 
 def test_per_dataset_sky_depth_and_the_runs_input_size(tmp_path):
     from segformer3d_rt import load_model
-    from segformer3d_rt.training.train import build_sources
+    from segformer3d_rt.training.mix import build_sources
 
     cfg = TrainConfig(data=("synthetic:size=32x64,sky=0", "synthetic:size=32x64"), sky_depth=80.0)
     a, b = build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)
@@ -401,7 +403,7 @@ def test_popup_depth_matches_the_exact_ground_of_a_rendered_street():
 
 @needs_camvid
 def test_popup_targets_on_real_camvid_frames_through_training_crops():
-    from segformer3d_rt.training.train import build_sources
+    from segformer3d_rt.training.mix import build_sources
 
     cfg = TrainConfig(data=(f"camvid:{CAMVID_DIR},split=train,sky=0,popup=0.5",), crop=(128, 160), scale=(0.5, 1.0))
     src = build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)[0]
@@ -458,7 +460,7 @@ def test_horizon_estimate_on_rendered_drives_lands_just_below_the_true_horizon()
 @needs_camvid
 def test_popup_auto_finds_each_camvid_camera_and_uses_it():
     from segformer3d_rt.data.popup import label_kinds, popup_depth
-    from segformer3d_rt.training.train import build_sources
+    from segformer3d_rt.training.mix import build_sources
 
     cfg = TrainConfig(data=(f"camvid:{CAMVID_DIR},split=train,sky=0,popup=auto",), crop=(360, 480), augment=False)
     src = build_sources(cfg, CITYSCAPES_CLASSES, (0.5,) * 3, (0.25,) * 3)[0]
@@ -477,7 +479,7 @@ def test_popup_auto_finds_each_camvid_camera_and_uses_it():
 
 
 def test_popup_auto_without_ground_is_one_clear_error(tmp_path):
-    from segformer3d_rt.training.train import build_sources
+    from segformer3d_rt.training.mix import build_sources
 
     root = tmp_path / "cv"
     (root / "train").mkdir(parents=True)
@@ -516,7 +518,7 @@ def test_popup_on_a_dataset_labelled_in_the_models_own_classes(tmp_path):
     """Cityscapes labels are the model's classes (no label space): road and sidewalk are its ground."""
     import shutil
 
-    from segformer3d_rt.training.train import build_sources
+    from segformer3d_rt.training.mix import build_sources
 
     frame = "frankfurt_000000_000294"
     for folder, suffix in (("leftImg8bit", "leftImg8bit"), ("gtFine", "gtFine_labelTrainIds")):

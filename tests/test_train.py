@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from segformer3d_rt.model import load_model, read_checkpoint
-from segformer3d_rt.training.train import TrainConfig, train
+from segformer3d_rt.training.config import TrainConfig
+from segformer3d_rt.training.train import train
 
 TINY = dict(variant="b0", crop=(64, 128), batch_size=2, workers=0, progress="none", warmup=2, lr=1e-3)
 

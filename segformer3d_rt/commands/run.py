@@ -15,7 +15,8 @@ from .. import __version__
 from ..errors import UserError
 from ..pipeline.config import RunConfig, as_dict, build_config
 from ..pipeline.dashboard import print_summary
-from ..pipeline.session import VIDEO_SUFFIXES, execute
+from ..pipeline.session import execute
+from ..runtime.media_kinds import VIDEO_SUFFIXES
 from ..pipeline.stats import PipelineStats
 from ..runtime.bundled import default_weights
 from ..runtime.paths import check_outputs, partial_path, same_file, writable_file, write_json

@@ -35,14 +35,21 @@ class SyntheticSet(Dataset):
 MIX_OPTIONS = ("weight", "crop", "scale", "sky", "popup")
 
 
+# options whose value is itself a comma-separated list (video:...,intrinsics=fx,fy,cx,cy)
+LIST_OPTIONS = ("intrinsics",)
+
+
 def split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """'kind:PATH,key=value,...' -> (kind, PATH or '', options). A synthetic spec has no path."""
     kind, _, rest = spec.partition(":")
-    path_parts, opts = [], {}
+    path_parts, opts, last = [], {}, None
     for part in filter(None, (p.strip() for p in rest.split(","))):
         if "=" in part:
             k, v = part.split("=", 1)
-            opts[k.strip()] = v.strip()
+            last = k.strip()
+            opts[last] = v.strip()
+        elif last in LIST_OPTIONS:
+            opts[last] += "," + part
         elif opts:
             raise UserError(f"dataset option '{part}' is not key=value")
         else:
@@ -57,7 +64,8 @@ def _check_options(kind: str, opts: dict[str, str], allowed: set[str]) -> None:
 
 
 SPECS = ("synthetic[:seed=N,n=N,size=HxW]", "camvid:ROOT[,split=train|val|test]", "kitti:ROOT",
-         "cityscapes:ROOT[,split=...]", "npy:ROOT[,split=...]")
+         "kitti_stereo:ROOT[,split=train|test]", "cityscapes:ROOT[,split=...]", "npy:ROOT[,split=...]",
+         "video:CLIP|FOLDER[,stride=N,size=HxW,crop=T:B:L:R,fov=DEG|intrinsics=fx,fy,cx,cy] (train only)")
 
 
 def open_dataset(spec: str, split: str = "train", default_length: int = 100_000,
@@ -75,6 +83,16 @@ def open_dataset(spec: str, split: str = "train", default_length: int = 100_000,
             return SyntheticSet(int(opts.get("n", default_length)), int(opts.get("seed", default_seed)), h, w)
         except ValueError as e:
             raise UserError(f"bad synthetic dataset option: {e}") from None
+    if kind == "kitti_stereo" and path:
+        from .kitti_stereo import KittiStereoDataset
+
+        _check_options(kind, opts, {"split"})
+        return KittiStereoDataset(path, split=opts.get("split"))
+    if kind == "video" and path:
+        from .video import OPTIONS, ClipOptions, VideoTriplets
+
+        _check_options(kind, opts, set(OPTIONS))
+        return VideoTriplets(path, ClipOptions.parse(opts, spec))
     if kind in ("cityscapes", "npy", "camvid", "kitti") and path:
         from . import datasets
 

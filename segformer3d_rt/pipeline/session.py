@@ -25,6 +25,7 @@ from ..errors import SinkError, UserError
 from ..model import SegFormer3D
 from ..runtime.backends import Backend, open_network
 from ..runtime.bundled import default_weights
+from ..runtime.media_kinds import VIDEO_SUFFIXES
 from ..runtime.sizes import model_input_size
 from ..runtime.device import cuda_index, precision_name, resolve_device, resolve_precision
 from .config import RunConfig, as_dict
@@ -35,7 +36,6 @@ from .runner import Pipeline, PipelineParts
 from .stats import PipelineStats
 
 log = logging.getLogger(__name__)
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
 
 
 def load_network(cfg: RunConfig, device: torch.device | None = None) -> tuple[SegFormer3D | Backend, str]:

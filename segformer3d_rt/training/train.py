@@ -1,268 +1,42 @@
-"""`segformer3d-rt train`: both heads (or either), AdamW with warm-up + poly, checkpoints with metadata."""
+"""`segformer3d-rt train`: the loop. Both heads (or either) on a mix of sources (``mix.py``), AdamW with warm-up
++ poly, one optimiser step over a batch split by source (``_step``), checkpoints and resume (``run_state.py``).
+
+Labelled frames train what their labels hold (segmentation, metric or pop-up depth); video triplets train depth
+by the photometric loss (``photometric.py``) with a pose network beside the model.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import random
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from ..errors import UserError
-from ..model import SegFormer3D, build_model, load_encoder, read_checkpoint, save_checkpoint
+from ..model import SegFormer3D, build_model, load_encoder, read_checkpoint
 from ..model.checkpoints import load_state_strict
 from ..model.metadata import IMAGENET_MEAN, IMAGENET_STD
 from ..runtime.stop import StopRequest
-from .losses import DEPTH_LOSSES, depth_loss, scale_invariant_loss, set_loss
+from . import run_state
+from .config import TrainConfig
+from .losses import depth_loss, scale_invariant_loss, set_loss
+from .mix import Group, MixedSet, Source, build_sources, collate_groups, sampling_plan
+from .report import Reporter
+
+__all__ = ["TrainConfig", "build_training_model", "train"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    data: tuple[str, ...] = ("synthetic",)  # dataset specs; several are mixed by their weight= option
-    split: str = "train"
-    out: str = "runs/train"
-    variant: str = "b0"
-    num_classes: int = 19
-    decoder_dim: int | None = None
-    crop: tuple[int, int] = (256, 512)  # H x W of training crops
-    scale: tuple[float, float] = (0.5, 2.0)  # random zoom range before cropping
-    input_size: tuple[int, int] | None = None  # recommended inference input stored in the metadata (default: crop)
-    threads: int | None = None  # torch CPU threads
-    steps: int = 10_000
-    batch_size: int = 8
-    lr: float = 6e-4
-    weight_decay: float = 0.01
-    warmup: int = 200
-    poly_power: float = 1.0
-    seg_weight: float = 1.0
-    depth_weight: float = 1.0
-    depth_loss: str = "log-l1"
-    silog_lambda: float = 0.85
-    freeze: tuple[str, ...] = ()  # "encoder", "seg_head", "depth_head"
-    init: str | None = None  # MiT ImageNet file (encoder) or any full checkpoint
-    resume: str | None = None  # a run directory or its last.state.pt
-    seed: int = 0
-    workers: int = 1
-    amp: bool = True  # mixed precision on CUDA
-    device: str = "auto"
-    save_every: int = 1000
-    log_every: int = 20
-    augment: bool = True
-    progress: str = "auto"
-    balance: float = 0.5  # label weights (median frequency / frequency) ** balance where a dataset counts them
-    sky_depth: float = 100.0  # depth target (m) of sky-labelled pixels without depth: sky is far, never near; 0 = off
-
-    def __post_init__(self) -> None:
-        if isinstance(self.data, str):
-            self.data = (self.data,)
 
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class TrainSet(Dataset):
-    """A dataset of Samples -> augmented, normalised tensors; randomness from (seed, index) only,
-    so results do not depend on the number of workers."""
-
-    def __init__(self, base: Dataset, crop: tuple[int, int], seed: int, augment: bool,
-                 mean: tuple[float, ...], std: tuple[float, ...],
-                 scale: tuple[float, float] = (0.5, 2.0), sky_labels: tuple[int, ...] = (),
-                 sky_depth: float = 0.0,
-                 popup: tuple[float | dict[str, float], np.ndarray, np.ndarray] | None = None) -> None:
-        """popup: (horizon, or one per sequence; ground, sky per label id) to make relative depth from the
-        labels (data/popup.py)."""
-        from ..data.augment import Augment
-
-        self.base, self.seed, self.mean, self.std = base, seed, mean, std
-        self.sky_labels, self.sky_depth = sky_labels, sky_depth
-        self.popup = popup
-        self.augment = Augment(out_size=crop, scale=scale) if augment else Augment(
-            out_size=crop, scale=(1.0, 1.0), flip=False, color_jitter=False, blur=False, noise=False)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int):
-        from ..data.augment import to_tensors
-
-        rng = np.random.default_rng([self.seed, index])
-        sample = self.base[index]
-        if self.popup is not None and sample.labels is not None and sample.depth is None:
-            from ..data.popup import popup_depth, sequence_of
-
-            # on the whole frame, before zoom and crop: the horizon is a row of the camera's own picture
-            horizon, ground, sky = self.popup
-            if isinstance(horizon, dict):  # popup=auto: per sequence; one without enough ground: no target
-                horizon = horizon.get(sequence_of(sample.name))
-            if horizon is not None:
-                sample = replace(sample, depth=popup_depth(sample.labels, ground, sky, horizon))
-        sample = self.augment(sample, rng)
-        image, labels, depth = to_tensors(sample, self.mean, self.std)
-        if self.sky_depth > 0 and self.sky_labels and self.popup is None:  # metres mean nothing in relative depth
-            sky = torch.isin(labels, torch.tensor(self.sky_labels)) & (depth[0] <= 0)
-            depth[0][sky] = self.sky_depth
-        return image, labels, depth
-
-
-@dataclass
-class Source:
-    """One training dataset of a mix: its spec, sampling weight, crop and label-set table."""
-
-    spec: str
-    data: TrainSet
-    weight: float
-    membership: torch.Tensor | None  # L x K bool, None: labels are the model's own classes
-    label_weights: torch.Tensor | None = None  # L weights, rare labels up
-    relative_depth: bool = False  # depth known up to a scale per image (pop-up): scored scale-invariantly
-
-
-def balanced_weights(counts: np.ndarray, power: float) -> torch.Tensor | None:
-    """(median frequency / frequency) ** power, clipped to [0.1, 10]: rare classes weigh more, mIoU rises."""
-    if power <= 0 or counts.sum() == 0:
-        return None
-    freq = counts / counts.sum()
-    present = freq > 0
-    w = np.ones_like(freq)
-    w[present] = np.clip((np.median(freq[present]) / freq[present]) ** power, 0.1, 10.0)
-    return torch.from_numpy(w.astype(np.float32))
-
-
-class MixedSet(Dataset):
-    """Index (source, sample) -> (source, image, labels, depth)."""
-
-    def __init__(self, sources: list[Source]) -> None:
-        self.sources = sources
-
-    def __len__(self) -> int:
-        return sum(len(s.data) for s in self.sources)
-
-    def __getitem__(self, index: tuple[int, int]):
-        src, i = index
-        return (src, *self.sources[src].data[i])
-
-
-def _collate_groups(items: list) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One group per source: sources may differ in crop size, so each gets its own forward pass."""
-    groups: dict[int, list] = {}
-    for src, image, labels, depth in items:
-        groups.setdefault(src, []).append((image, labels, depth))
-    return [(src, *(torch.stack(t) for t in zip(*g))) for src, g in sorted(groups.items())]
-
-
-def sampling_plan(sizes: list[int], weights: list[float], steps: int, batch_size: int,
-                  seed: int) -> list[list[tuple[int, int]]]:
-    """Per step, batch_size (source, index) pairs: the source drawn by weight, each source walking through
-    its own reshuffled epochs. Step t depends only on (seed, t) and the steps before it, not on ``steps``,
-    so a resumed run continues exactly."""
-    p = np.asarray(weights, dtype=np.float64)
-    p = p / p.sum()
-    pos = [0] * len(sizes)
-    perms: list[np.ndarray | None] = [None] * len(sizes)
-    plan = []
-    for t in range(steps):
-        draws = np.random.default_rng([seed, 1, t]).choice(len(sizes), size=batch_size, p=p)
-        batch = []
-        for src in draws.tolist():
-            epoch, k = divmod(pos[src], sizes[src])
-            if k == 0 or perms[src] is None:
-                perms[src] = np.random.default_rng([seed, 2, src, epoch]).permutation(sizes[src])
-            batch.append((src, int(perms[src][k])))
-            pos[src] += 1
-        plan.append(batch)
-    return plan
-
-
-def _parse_mix(spec: str, cfg: TrainConfig
-               ) -> tuple[float, tuple[int, int], tuple[float, float], float, float | str | None]:
-    """weight=, crop=, scale=, sky= and popup= of one --data spec (defaults: 1, --crop, --scale, --sky-depth,
-    no pop-up depth)."""
-    from ..data.registry import split_spec
-    from ..runtime.sizes import parse_range, parse_size
-
-    _, _, opts = split_spec(spec)
-
-    def number(key: str, default: float) -> float:
-        try:
-            return float(opts.get(key, default))
-        except ValueError:
-            raise UserError(f"'{spec}': {key}= wants a number, not '{opts[key]}'") from None
-
-    weight = number("weight", 1.0)
-    if not weight > 0:
-        raise UserError(f"'{spec}': weight= must be > 0")
-    sky = number("sky", cfg.sky_depth)
-    if sky < 0:
-        raise UserError(f"'{spec}': sky= must be >= 0 (metres; 0 = no sky depth target)")
-    popup: float | str | None = None
-    if opts.get("popup") == "auto":
-        popup = "auto"
-    elif "popup" in opts:
-        popup = number("popup", -1.0)
-        if not 0.0 <= popup < 1.0:
-            raise UserError(f"'{spec}': popup= is the horizon's row as a fraction of the frame height, 0 to 1 "
-                            f"(0.5 for a level camera), or auto (per sequence, from the labels), not {opts['popup']}")
-    crop = parse_size(opts["crop"]) if "crop" in opts else tuple(cfg.crop)
-    scale = parse_range(opts["scale"], "-", f"'{spec}': scale=") if "scale" in opts else tuple(cfg.scale)
-    return weight, crop, scale, sky, popup
-
-
-def _horizons(spec: str, base: Dataset, ground: np.ndarray) -> dict[str, float]:
-    """popup=auto: the horizon of each sequence of ``base``, estimated once from all its label maps."""
-    from ..data.popup import estimate_horizons
-
-    frames = ((s.name, s.labels) for s in (base[i] for i in range(len(base))) if s.labels is not None)
-    found = estimate_horizons(frames, ground)
-    if not found:
-        raise UserError(f"'{spec}': popup=auto found too little ground in the labels to place a horizon; "
-                        "give popup=H (the horizon's row as a fraction of the frame height)")
-    log.info("pop-up horizons of %s: %s", spec, ", ".join(f"{k or '(all)'} {v:.3f}" for k, v in found.items()))
-    return found
-
-
-def build_sources(cfg: TrainConfig, class_names: tuple[str, ...], mean: tuple[float, ...],
-                  std: tuple[float, ...]) -> list[Source]:
-    from ..data.registry import open_dataset
-    from ..labels import SKY, identity_space
-
-    sources = []
-    for i, spec in enumerate(cfg.data):
-        weight, crop, scale, sky_depth, popup = _parse_mix(spec, cfg)
-        # the synthetic world is rendered on demand: a fixed, large length keeps the sample order
-        # independent of --steps, which is what makes --resume continue exactly
-        base = open_dataset(spec, cfg.split, default_length=1_000_000, default_seed=cfg.seed)
-        if len(base) == 0:
-            raise UserError(f"dataset '{spec}' is empty")
-        space = getattr(base, "label_space", None)
-        membership = None  # None: labels are the model's classes, plain cross-entropy
-        if space is not None:
-            try:
-                membership = torch.from_numpy(space.membership(class_names))
-            except ValueError as e:
-                raise UserError(f"cannot train on '{spec}': {e}") from None
-        label_meaning = space or identity_space(class_names)
-        sky = tuple(j for j, m in enumerate(label_meaning.members) if m == (SKY,))
-        kinds = None
-        if popup is not None:
-            from ..data.popup import label_kinds
-
-            if base[0].depth is not None:  # one sample says it: pop-up depth would be ignored beside real depth
-                raise UserError(f"'{spec}': popup= is for labelled data without depth; this dataset has its own")
-            ground, sky_ids = label_kinds(label_meaning)
-            kinds = (_horizons(spec, base, ground) if popup == "auto" else popup, ground, sky_ids)
-        data = TrainSet(base, crop, cfg.seed + 1000 * i, cfg.augment, mean, std, scale, sky, sky_depth, kinds)
-        counts = base.label_histogram() if hasattr(base, "label_histogram") else None
-        label_weights = None if counts is None else balanced_weights(counts, cfg.balance)
-        sources.append(Source(spec, data, weight, membership, label_weights, relative_depth=popup is not None))
-    return sources
 
 
 def _set_frozen(model: SegFormer3D, freeze: tuple[str, ...]) -> None:
@@ -274,11 +48,13 @@ def _set_frozen(model: SegFormer3D, freeze: tuple[str, ...]) -> None:
             p.requires_grad_(False)
 
 
-def _train_mode(model: SegFormer3D, freeze: tuple[str, ...]) -> None:
+def _train_mode(model: SegFormer3D, freeze: tuple[str, ...], pose: torch.nn.Module | None) -> None:
     """train() everywhere except frozen parts: their BatchNorm statistics and drop-path stay fixed."""
     model.train()
     for name in freeze:
         getattr(model, name).eval()
+    if pose is not None:
+        pose.train()
 
 
 def _schedule(cfg: TrainConfig):
@@ -324,21 +100,12 @@ def build_training_model(cfg: TrainConfig) -> tuple[SegFormer3D, str]:
     return model, "random initialisation"
 
 
-def _resume_path(resume: str) -> Path:
-    p = Path(resume)
-    if p.is_dir():
-        p = p / "last.state.pt"
-    if not p.is_file():
-        raise UserError(f"cannot resume: '{p}' not found")
-    return p
-
-
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the final checkpoint."""
+    from ..model.posenet import PoseNet
     from ..runtime.device import resolve_device
 
-    if cfg.depth_loss not in DEPTH_LOSSES:
-        raise UserError(f"unknown depth loss '{cfg.depth_loss}'; choose one of {', '.join(DEPTH_LOSSES)}")
+    cfg.check()
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -346,160 +113,147 @@ def train(cfg: TrainConfig) -> Path:
     model, init_note = build_training_model(cfg)
     model.to(device)
     _set_frozen(model, cfg.freeze)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise UserError("everything is frozen: nothing to train")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start = 0
     out = Path(cfg.out)
-    _check_out(out, cfg.resume)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output directory '{out}': {e.strerror}") from None
-    if cfg.resume:
-        # onto the CPU: torch.set_rng_state takes only a CPU ByteTensor (map_location=cuda would move it there);
-        # load_state_dict copies weights and optimizer state onto the parameters' device itself
-        state = torch.load(_resume_path(cfg.resume), map_location="cpu", weights_only=True)
-        load_state_strict(model, state["model"], f"resume state '{cfg.resume}'")
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start = int(state["step"])
-        log.info("resumed at step %d", start)
+    run_state.check_out(out, cfg.resume)
+    state = run_state.load_state(cfg.resume) if cfg.resume else None
 
     mean, std = model.meta.mean, model.meta.std
     if model.meta.mean != IMAGENET_MEAN or model.meta.std != IMAGENET_STD:
         log.info("normalising with the checkpoint's mean %s / std %s", mean, std)
     sources = build_sources(cfg, model.meta.class_names, mean, std)
     for src in sources:
-        log.info("data %s: %d samples, weight %.2f, crop %dx%d%s", src.spec, len(src.data), src.weight,
-                 *src.data.augment.out_size, "" if src.label_weights is None else
-                 ", label weights " + " ".join(f"{w:.2f}" for w in src.label_weights.tolist()))
+        if src.kind == "video":
+            log.info("data %s: %d triplets, weight %.2f", src.spec, len(src.data), src.weight)
+        else:
+            log.info("data %s: %d samples, weight %.2f, crop %dx%d%s", src.spec, len(src.data), src.weight,
+                     *src.data.augment.out_size, "" if src.label_weights is None else
+                     ", label weights " + " ".join(f"{w:.2f}" for w in src.label_weights.tolist()))
+    video = any(s.kind == "video" for s in sources)
+    if video and (model.depth_head is None or "depth_head" in cfg.freeze and "encoder" in cfg.freeze):
+        raise UserError("video sources train depth: the model needs a depth head that is not frozen")
+    pose = PoseNet().to(device) if video else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("everything is frozen: nothing to train")
+    if pose is not None:
+        params += list(pose.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start = 0
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory '{out}': {e.strerror}") from None
+    if state is not None:
+        load_state_strict(model, state["model"], f"resume state '{cfg.resume}'")
+        if pose is not None and "pose" in state:
+            pose.load_state_dict(state["pose"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        log.info("resumed at step %d", start)
+
     plan = sampling_plan([len(s.data) for s in sources], [s.weight for s in sources], cfg.steps,
                          cfg.batch_size, cfg.seed)[start:]
     loader = DataLoader(MixedSet(sources), batch_sampler=plan, num_workers=cfg.workers,
-                        collate_fn=_collate_groups, persistent_workers=False, pin_memory=device.type == "cuda")
+                        collate_fn=collate_groups([s.kind for s in sources]), persistent_workers=False,
+                        pin_memory=device.type == "cuda")
     (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "init_note": init_note}, indent=2))
 
-    reporter = _Reporter(cfg, start)
-    _train_mode(model, cfg.freeze)
+    reporter = Reporter(cfg, start)
+    _train_mode(model, cfg.freeze, pose)
     step = start
     batches = iter(loader)  # creating the iterator draws from torch's RNG: restore the state after it
-    if cfg.resume:
+    if state is not None:
         torch.set_rng_state(state["torch_rng"])
     with reporter, StopRequest() as stop:
         for groups in batches:
-            ls_sum, ld_sum, n_all = _step(model, opt, sched, scaler, groups, sources, cfg, device, use_amp)
+            losses, n_all = _step(model, pose, opt, sched, scaler, groups, sources, cfg, device, use_amp)
             step += 1
-            reporter.step(step, ls_sum, ld_sum, opt.param_groups[0]["lr"], n_all)
+            reporter.step(step, losses, opt.param_groups[0]["lr"], n_all)
             if _save_due(step, cfg):
-                _save(model, opt, sched, scaler, step, out)
-                _train_mode(model, cfg.freeze)
+                run_state.save(model, opt, sched, scaler, step, out, pose)
+                _train_mode(model, cfg.freeze, pose)
             if stop.requested:
                 break
-    final = out / "last.safetensors"
+    final = out / run_state.WEIGHTS
     if step == start or (stop.requested and not _save_due(step, cfg)):
-        _save(model, opt, sched, scaler, step, out)
+        run_state.save(model, opt, sched, scaler, step, out, pose)
     if stop.requested:
         log.warning("stopped at step %d of %d; %s holds it (--resume %s continues)", step, cfg.steps, final, out)
         raise KeyboardInterrupt
     return final
 
 
-def _step(model: SegFormer3D, opt, sched, scaler, groups, sources: list[Source], cfg: TrainConfig,
-          device: torch.device, use_amp: bool) -> tuple[float, float, int]:
-    """One optimiser step on a batch split by dataset; returns its (seg, depth) losses and its image count."""
-    loss, ls_sum, ld_sum, n_all = 0.0, 0.0, 0.0, sum(len(g[1]) for g in groups)
-    for src, images, labels, depths in groups:
-        images, labels, depths = images.to(device), labels.to(device), depths.to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = model(images)
-        ls = set_loss(outputs.seg_logits, labels, sources[src].membership, label_weights=sources[src].label_weights)
-        if outputs.depth is None:
-            ld = ls * 0.0
-        elif sources[src].relative_depth:
-            ld = scale_invariant_loss(outputs.depth, depths, model.meta.depth)
-        else:
-            ld = depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
-        share = len(images) / n_all  # each loss only where its labels exist, weighted by its samples
+def _frames_loss(model: SegFormer3D, group: Group, source: Source, cfg: TrainConfig, device: torch.device,
+                 use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(segmentation, depth) losses of labelled frames; each only where its labels exist."""
+    images, labels, depths = (t.to(device) for t in group.tensors)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        outputs = model(images)
+    ls = set_loss(outputs.seg_logits, labels, source.membership, label_weights=source.label_weights)
+    if outputs.depth is None:
+        ld = ls * 0.0
+    elif source.relative_depth:
+        ld = scale_invariant_loss(outputs.depth, depths, model.meta.depth)
+    else:
+        ld = depth_loss(outputs.depth, depths, model.meta.depth, cfg.depth_loss, cfg.silog_lambda)
+    return ls, ld
+
+
+def _video_loss(model: SegFormer3D, pose: torch.nn.Module, group: Group, cfg: TrainConfig, device: torch.device,
+                use_amp: bool):
+    """The photometric terms of a group of triplets: the centre frame's depth from the model, the motion to
+    each neighbour from the pose network (at half resolution: motion needs no detail)."""
+    from .photometric import moving_mask, triplet_loss
+
+    clean, inputs, K = (t.to(device) for t in group.tensors)
+    b, _, c, h, w = inputs.shape
+    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        outputs = model(inputs[:, 1])
+        half = F.interpolate(inputs.reshape(b * 3, c, h, w), scale_factor=0.5, mode="bilinear",
+                             align_corners=False, antialias=True).reshape(b, 3, c, h // 2, w // 2)
+        poses = (pose(half[:, 1], half[:, 0]).float(), pose(half[:, 1], half[:, 2]).float())
+    depth = model.meta.depth.to_depth(outputs.depth.float())
+    moving = moving_mask(outputs.seg_logits, model.meta.class_names, (h, w))
+    return triplet_loss(clean, depth, K.float(), poses, moving, smooth_weight=cfg.smoothness)
+
+
+def _step(model: SegFormer3D, pose: torch.nn.Module | None, opt, sched, scaler, groups: list[Group],
+          sources: list[Source], cfg: TrainConfig, device: torch.device, use_amp: bool
+          ) -> tuple[dict[str, float], int]:
+    """One optimiser step on a batch split into groups; returns its loss terms and its image count."""
+    loss, n_all = 0.0, sum(g.size for g in groups)
+    terms = {"seg": 0.0, "depth": 0.0}
+    for group in groups:
+        share = group.size / n_all  # each loss only where its labels exist, weighted by its samples
+        source = sources[group.sources[0]]
+        if source.kind == "video":
+            t = _video_loss(model, pose, group, cfg, device, use_amp)
+            loss = loss + share * cfg.photometric_weight * t.loss
+            terms["photo"] = terms.get("photo", 0.0) + t.photometric * group.size
+            terms["kept"] = terms.get("kept", 0.0) + t.kept * group.size
+            continue
+        ls, ld = _frames_loss(model, group, source, cfg, device, use_amp)
         loss = loss + share * (cfg.seg_weight * ls + cfg.depth_weight * ld)
-        ls_sum, ld_sum = ls_sum + share * ls.item(), ld_sum + share * ld.item()
+        terms["seg"] += share * ls.item()
+        terms["depth"] += share * ld.item()
+    video_n = sum(g.size for g in groups if sources[g.sources[0]].kind == "video")
+    for k in ("photo", "kept"):
+        if k in terms:
+            terms[k] /= video_n
     if not torch.isfinite(loss):
-        raise UserError(f"loss became {loss.item()} at step {sched.last_epoch}; lower --lr")
+        raise UserError(f"loss became {float(loss)} at step {sched.last_epoch}; lower --lr")
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()
     sched.step()  # per iteration, not per epoch
-    return ls_sum, ld_sum, n_all
+    return terms, n_all
 
 
 def _save_due(step: int, cfg: TrainConfig) -> bool:
     return step % cfg.save_every == 0 or step == cfg.steps
-
-
-def _check_out(out: Path, resume: str | None) -> None:
-    """Never train over a finished run: --out may hold one only when that is the run being resumed."""
-    held = [n for n in ("last.safetensors", "last.state.pt") if (out / n).exists()]
-    if not held:
-        return
-    if resume and _resume_path(resume).parent.resolve() == out.resolve():
-        return
-    raise UserError(f"'{out}' already holds a run ({held[0]}); give another --out, or --resume {out} to continue it")
-
-
-def _save(model: SegFormer3D, opt, sched, scaler, step: int, out: Path) -> None:
-    model.eval()
-    save_checkpoint(model, out / "last.safetensors")
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "scaler": scaler.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}
-    tmp = out / "last.state.pt.partial"
-    torch.save(state, tmp)
-    tmp.replace(out / "last.state.pt")
-
-
-class _Reporter:
-    """rich progress with losses and rate on a terminal; a plain line every log_every steps otherwise."""
-
-    def __init__(self, cfg: TrainConfig, start: int) -> None:
-        from rich.console import Console
-
-        self.cfg, self.start = cfg, start
-        self.console = Console(stderr=True)
-        mode = cfg.progress
-        if mode == "auto":
-            mode = "rich" if self.console.is_terminal else "plain"
-        self.mode = mode
-        self.t0 = time.perf_counter()
-        self.images = 0
-        self.avg: dict[str, float] = {}
-        self.progress = None
-
-    def __enter__(self) -> "_Reporter":
-        if self.mode == "rich":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console)
-            self.progress.__enter__()
-            self.task = self.progress.add_task("train", total=self.cfg.steps, completed=self.start, info="")
-        return self
-
-    def step(self, step: int, ls: float, ld: float, lr: float, n: int) -> None:
-        self.images += n
-        for k, v in (("seg", ls), ("depth", ld)):
-            self.avg[k] = v if k not in self.avg else 0.95 * self.avg[k] + 0.05 * v
-        rate = self.images / max(1e-9, time.perf_counter() - self.t0)
-        info = f"seg {self.avg['seg']:.3f} depth {self.avg['depth']:.3f} lr {lr:.2e} {rate:.1f} img/s"
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step, info=info)
-        elif self.mode == "plain" and (step % self.cfg.log_every == 0 or step == self.cfg.steps):
-            print(f"step {step}/{self.cfg.steps} {info}", flush=True)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(None, None, None)
