@@ -37,6 +37,7 @@ class TrainConfig:
     silog_lambda: float = 0.85
     photometric_weight: float = 1.0  # video sources: the self-supervised loss's weight beside the others
     smoothness: float = 1e-3  # video sources: edge-aware smoothness of inverse depth (Monodepth2's weight)
+    pose_warmup: int = 200  # video sources: steps in which the photometric loss trains the pose network only
     freeze: tuple[str, ...] = ()  # "encoder", "seg_head", "depth_head"
     init: str | None = None  # MiT ImageNet file (encoder) or any full checkpoint
     resume: str | None = None  # a run directory or its last.state.pt
@@ -70,6 +71,7 @@ class TrainConfig:
         bounded("lr", self.lr, 0.0, 1.0, lo_open=True)
         bounded("weight_decay", self.weight_decay, 0.0, 1.0)
         bounded("warmup", self.warmup, 0, MAX_STEPS)
+        bounded("pose_warmup", self.pose_warmup, 0, MAX_STEPS)
         bounded("poly_power", self.poly_power, 0.0, 10.0)
         for name in ("seg_weight", "depth_weight", "photometric_weight", "smoothness", "balance", "sky_depth"):
             bounded(name, getattr(self, name), 0.0, 1000.0)

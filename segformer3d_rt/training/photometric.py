@@ -97,7 +97,7 @@ def scale_intrinsics(K: torch.Tensor, factor: float) -> torch.Tensor:
 @dataclass
 class PhotometricTerms:
     loss: torch.Tensor
-    photometric: float  # the mean minimum reprojection error over the pixels that count
+    photometric: float  # the minimum reprojection error summed over the pixels that count, per pixel of the frame
     smoothness: float
     kept: float  # share of pixels that counted (after auto-masking, moving classes and out-of-view)
     moving: float  # share of pixels left out as moving classes
@@ -136,8 +136,10 @@ def triplet_loss(frames: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, pos
         if moving is not None:
             m = moving if s == 0 else F.interpolate(moving.float(), size=(h, w), mode="nearest") > 0
             keep = keep & ~m
-        n = keep.sum().clamp_min(1)
-        photo = (reproj * keep).sum() / n
+        # over every pixel, the left-out ones adding nothing (Monodepth2 lets them add their unwarped error, which
+        # has no gradient): the same direction as a mean over the kept ones, but a batch with few kept pixels
+        # weighs less rather than more
+        photo = (reproj * keep).sum() / keep.numel()
         smooth = smoothness(d, centre)
         total = total + photo + smooth_weight / (2 ** s) * smooth
         photo_sum += float(photo.detach())

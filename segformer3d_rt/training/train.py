@@ -205,18 +205,23 @@ def _frames_loss(model: SegFormer3D, group: Group, source: Source, cfg: TrainCon
 
 
 def _video_loss(model: SegFormer3D, pose: torch.nn.Module, group: Group, cfg: TrainConfig, device: torch.device,
-                use_amp: bool):
+                use_amp: bool, pose_only: bool):
     """The photometric terms of a group of triplets: the centre frame's depth from the model, the motion to
-    each neighbour from the pose network (at half resolution: motion needs no detail)."""
+    each neighbour from the pose network (at half resolution: motion needs no detail). ``pose_only``: the
+    depth is held (no gradient), so that a pose network that starts from nothing does not first teach the
+    depth its own mistakes."""
+    from ..model.posenet import invert
     from .photometric import moving_mask, triplet_loss
 
     clean, inputs, K = (t.to(device) for t in group.tensors)
     b, _, c, h, w = inputs.shape
     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-        outputs = model(inputs[:, 1])
+        with torch.set_grad_enabled(not pose_only):
+            outputs = model(inputs[:, 1])
         half = F.interpolate(inputs.reshape(b * 3, c, h, w), scale_factor=0.5, mode="bilinear",
                              align_corners=False, antialias=True).reshape(b, 3, c, h // 2, w // 2)
-        poses = (pose(half[:, 1], half[:, 0]).float(), pose(half[:, 1], half[:, 2]).float())
+        # centre -> previous is (previous -> centre) inverted: the pose network sees every pair in time order
+        poses = (invert(pose(half[:, 0], half[:, 1]).float()), pose(half[:, 1], half[:, 2]).float())
     depth = model.meta.depth.to_depth(outputs.depth.float())
     moving = moving_mask(outputs.seg_logits, model.meta.class_names, (h, w))
     return triplet_loss(clean, depth, K.float(), poses, moving, smooth_weight=cfg.smoothness)
@@ -232,7 +237,7 @@ def _step(model: SegFormer3D, pose: torch.nn.Module | None, opt, sched, scaler, 
         share = group.size / n_all  # each loss only where its labels exist, weighted by its samples
         source = sources[group.sources[0]]
         if source.kind == "video":
-            t = _video_loss(model, pose, group, cfg, device, use_amp)
+            t = _video_loss(model, pose, group, cfg, device, use_amp, pose_only=sched.last_epoch < cfg.pose_warmup)
             loss = loss + share * cfg.photometric_weight * t.loss
             terms["photo"] = terms.get("photo", 0.0) + t.photometric * group.size
             terms["kept"] = terms.get("kept", 0.0) + t.kept * group.size
