@@ -214,7 +214,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(EvalConfig(
         data=args.data, weights=args.weights, split=args.split, input_size=_size(args.input_size),
         max_depth=args.max_depth, limit=args.limit, device=args.device, precision=args.precision,
-        workers=args.workers, json=args.json, backend=args.backend))
+        workers=args.workers, json=args.json, backend=args.backend, save=args.save))
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -380,7 +380,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate: per-class IoU and mIoU, AbsRel, SqRel, RMSE, RMSElog, delta1-3.")
     e.add_argument("--weights", help="checkpoint (default: the bundled weights)")
     e.add_argument("--data", required=True, help="synthetic[:seed=N,n=N,size=HxW] | camvid:ROOT[,split=val] | "
-                   "kitti:ROOT | cityscapes:ROOT | npy:ROOT")
+                   "kitti:ROOT | kitti_stereo:ROOT[,split=train|test] | cityscapes:ROOT | npy:ROOT")
     e.add_argument("--split", default="val")
     e.add_argument("--input-size", metavar="HxW", help="model input box (default: the checkpoint's)")
     e.add_argument("--max-depth", type=float, default=80.0, help="ignore ground truth beyond this (default 80)")
@@ -390,7 +390,10 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--backend", default="auto", help="auto | torch | openvino | onnxruntime | tensorrt "
                    "(auto: OpenVINO on the CPU, torch on CUDA, TensorRT for an .engine)")
     e.add_argument("--workers", type=int, default=0)
-    e.add_argument("--json", metavar="PATH", nargs="?", const="-", help="write JSON to PATH (or stdout with -)")
+    e.add_argument("--json", metavar="PATH", nargs="?", const="-", help="write JSON to PATH (or stdout with -); "
+                   "per_image holds each image's own figures")
+    e.add_argument("--save", metavar="DIR", help="write a picture per image scored into DIR (a new or empty folder): "
+                   "image, ground truth, prediction and error side by side")
     e.set_defaults(func=_cmd_eval)
 
 

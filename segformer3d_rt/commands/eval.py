@@ -12,7 +12,8 @@ from rich.table import Table
 def _seg_table(result: dict, seg: dict, console: Console) -> None:
     space = result.get("label_space", "model")
     where = "" if space == "model" else f", {space} classes; the model's classes grouped onto them"
-    t = Table(title=f"segmentation ({result['images']} images{where})", title_justify="left")
+    t = Table(title=f"segmentation ({result['scored']['segmentation']} images with labels{where})",
+              title_justify="left")
     t.add_column("class")
     t.add_column("IoU", justify="right")
     for name, iou in zip(result["classes"], seg["iou"]):
@@ -26,7 +27,8 @@ def _seg_table(result: dict, seg: dict, console: Console) -> None:
 
 def _depth_table(result: dict, console: Console) -> None:
     d = result["depth"]
-    dt = Table(title=f"depth ({result['depth_unit']}, ground truth <= {result['max_depth']})", title_justify="left")
+    dt = Table(title=f"depth ({result['scored']['depth']} images with depth, {result['depth_unit']}, ground truth "
+                     f"<= {result['max_depth']})", title_justify="left")
     keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
     dt.add_column("")
     for k in keys:
@@ -53,7 +55,13 @@ def _depth_by_class_table(result: dict, console: Console) -> None:
 
 def print_report(result: dict, console: Console) -> None:
     partial = f" of {result['of']} (interrupted)" if result.get("interrupted") else ""
-    console.print(f"{result['images']} images{partial}", highlight=False)
+    scored = result["scored"]
+    console.print(f"{result['images']} images{partial}: {scored['segmentation']} scored for segmentation, "
+                  f"{scored['depth']} for depth", highlight=False)
+    missing = result["without_ground_truth"]
+    if missing:
+        console.print(f"{len(missing)} without ground truth (not scored): {', '.join(missing[:5])}"
+                      f"{' ...' if len(missing) > 5 else ''}", highlight=False)
     seg = result["segmentation"]
     if seg.get("pixels"):
         _seg_table(result, seg, console)
@@ -81,6 +89,49 @@ class EvalConfig:
     backend: str = "auto"  # auto | torch | openvino | onnxruntime | tensorrt (see runtime/backends)
     workers: int = 0
     json: str | None = None  # write JSON to this path, or to stdout with "-"
+    save: str | None = None  # a picture per image scored (image, prediction, ground truth, error) in this folder
+
+
+def _check_ground_truth(spec: str, data) -> None:
+    """An evaluation that can score nothing is an error, before any work; images without ground truth are named."""
+    from ..data.video import VideoTriplets
+    from ..errors import UserError
+
+    if isinstance(data, VideoTriplets):
+        raise UserError(f"'{spec}' is video for training (frame triplets, no ground truth); eval needs labels or depth")
+    missing = data.without_ground_truth() if hasattr(data, "without_ground_truth") else []
+    if not missing:
+        return
+    few = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    if len(missing) >= len(data):
+        raise UserError(f"no image of '{spec}' has ground truth (labels or depth) to score: {few} have none "
+                        "(are the label files named like the images?)")
+    logging.getLogger(__name__).warning("%d of %d images of '%s' have no ground truth and are not scored: %s",
+                                        len(missing), len(data), spec, few)
+
+
+def _save_dir(cfg: "EvalConfig", data, weights: str):
+    """The --save folder, made before any work; a picture already there is never replaced."""
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..runtime.paths import check_outputs
+
+    from ..data.registry import split_spec
+
+    folder = Path(cfg.save)
+    _, data_path, _ = split_spec(cfg.data)
+    check_outputs([("weights", weights), *([("dataset", data_path)] if data_path else [])],
+                  [("--save folder", folder)])
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --save folder '{folder}': {e.strerror or e}") from None
+    n = len(data) if cfg.limit is None else min(cfg.limit, len(data))
+    if any(folder.iterdir()) and n:  # names are known only once each image is read: refuse any non-empty folder
+        raise UserError(f"--save folder '{folder}' is not empty; give a new or empty folder (pictures already there "
+                        "are never replaced)")
+    return folder
 
 
 def run_eval(cfg: EvalConfig) -> int:
@@ -98,13 +149,15 @@ def run_eval(cfg: EvalConfig) -> int:
         _, data_path, _ = split_spec(cfg.data)
         given = [("weights", weights), *([("dataset", data_path)] if data_path else [])]
         check_json_output(cfg.json, "results JSON", given)
+    data = open_dataset(cfg.data, cfg.split, default_length=200, default_seed=7)
+    _check_ground_truth(cfg.data, data)
+    save_dir = _save_dir(cfg, data, weights) if cfg.save else None
     model = open_network(weights, cfg.backend, device, cfg.precision, cfg.input_size)
     if isinstance(model, Backend):  # compiled in its own precision (the log says which and why)
         precision = None
         logging.getLogger(__name__).info(model.describe())
-    data = open_dataset(cfg.data, cfg.split, default_length=200, default_seed=7)
     result = evaluate(model, data, device, input_box=cfg.input_size, max_depth=cfg.max_depth, limit=cfg.limit,
-                      workers=cfg.workers, precision=precision)
+                      workers=cfg.workers, precision=precision, save_dir=save_dir)
     result["weights"] = weights
     result["backend"] = model.name if isinstance(model, Backend) else "torch"
     result["precision"] = model.precision if isinstance(model, Backend) else cfg.precision

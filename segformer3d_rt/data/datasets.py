@@ -146,6 +146,12 @@ class CityscapesDataset(Dataset):
         base = image.name[: -len(self.suffix)]
         return self.root / folder / self.split / image.parent.name / f"{base}{suffix}"
 
+    def without_ground_truth(self) -> list[str]:
+        """Names of the frames with neither labels nor disparity."""
+        return [p.name for p in self.images if not any(self._side_file(p, *f).is_file() for f in (
+            ("gtFine", "_gtFine_labelTrainIds.png"), ("gtFine", "_gtFine_labelIds.png"),
+            ("disparity", "_disparity.png")))]
+
     def _labels(self, image: Path) -> np.ndarray | None:
         train_ids = self._side_file(image, "gtFine", "_gtFine_labelTrainIds.png")
         if train_ids.is_file():
@@ -253,6 +259,11 @@ class NpySegformer3DDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def without_ground_truth(self) -> list[str]:
+        """Names of the frames with neither seg_labels nor depth_labels."""
+        return [p.name for p in self.images if not (self.root / "seg_labels" / self.split / p.name).is_file()
+                and not (self.root / "depth_labels" / self.split / p.name).is_file()]
+
     def __getitem__(self, index: int) -> Sample:
         path = self.images[index]
         image = npy_image_to_uint8(_load_npy(path), path)
@@ -289,6 +300,10 @@ class CamVidDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def without_ground_truth(self) -> list[str]:
+        """Names of the frames without a label file ({split}annot/NAME.png)."""
+        return [p.name for p in self.images if not (self.label_dir / f"{p.stem}.png").is_file()]
 
     def label_histogram(self) -> np.ndarray:
         """Pixel count per CamVid label id (void left out), over the split's label files."""

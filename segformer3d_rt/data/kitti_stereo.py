@@ -105,7 +105,11 @@ class KittiStereoDataset(Dataset):
         if not self.items:
             raise UserError(f"no frame of '{self.root}' has depth (gt_depth/NAME.png, or disparity/NAME.png with "
                             f"calib/NAME.txt)" + (f"; frames without: {', '.join(unmatched[:3])}" if unmatched else ""))
-        self.without_depth = unmatched
+        self._without_depth = unmatched
+
+    def without_ground_truth(self) -> list[str]:
+        """Frames of left/ without depth (left out of the dataset)."""
+        return list(self._without_depth)
 
     def __len__(self) -> int:
         return len(self.items)
