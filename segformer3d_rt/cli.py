@@ -355,6 +355,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--photometric-weight", type=float, help="weight of the self-supervised loss of video sources "
                    "(default 1)")
     t.add_argument("--smoothness", type=float, help="edge-aware depth smoothness of video sources (default 1e-3)")
+    t.add_argument("--pose-lr", type=float, help="peak learning rate of the pose network of video sources "
+                   "(default 1e-3)")
     t.add_argument("--pose-warmup", type=int, help="steps in which video sources train the pose network only "
                    "(default 200)")
     t.add_argument("--freeze", action="append", choices=("encoder", "seg_head", "depth_head"),

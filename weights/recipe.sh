@@ -47,7 +47,7 @@ if [ "$FROM" -le 1 ]; then
     --data "video:$CLIPS/us_freeway_a_640x360.mp4,$V,crop=0:120:80:140,fov=100" \
     --data "video:$CLIPS/us_freeway_b_854x480.mp4,$V,crop=0:150:70:184,fov=100" \
     --data "video:$CLIPS/us_freeway_sunset_640x360.mp4,$V,crop=50:50:82:82" \
-    --crop 256x320 --scale 0.5,1.25 --input-size 288x512 --steps 2800 --batch-size 8 --lr 2e-4 --warmup 100 \
+    --crop 256x320 --scale 0.5,1.25 --input-size 288x512 --steps 2800 --batch-size 8 --lr 2e-4 --pose-lr 1e-3 --warmup 100 \
     --depth-loss log-l1 --balance 0.5 --sky-depth 100 --seed 2 --threads "${THREADS:-1}" --workers 1 \
     --save-every 250 --log-every 50 --progress plain --out "$RUN"
 fi

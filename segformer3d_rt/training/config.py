@@ -38,6 +38,7 @@ class TrainConfig:
     photometric_weight: float = 1.0  # video sources: the self-supervised loss's weight beside the others
     smoothness: float = 1e-3  # video sources: edge-aware smoothness of inverse depth (Monodepth2's weight)
     pose_warmup: int = 200  # video sources: steps in which the photometric loss trains the pose network only
+    pose_lr: float = 1e-3  # video sources: the pose network's peak learning rate (it starts from nothing)
     freeze: tuple[str, ...] = ()  # "encoder", "seg_head", "depth_head"
     init: str | None = None  # MiT ImageNet file (encoder) or any full checkpoint
     resume: str | None = None  # a run directory or its last.state.pt
@@ -69,6 +70,7 @@ class TrainConfig:
         bounded("steps", self.steps, 1, MAX_STEPS)
         bounded("batch_size", self.batch_size, 1, MAX_BATCH)
         bounded("lr", self.lr, 0.0, 1.0, lo_open=True)
+        bounded("pose_lr", self.pose_lr, 0.0, 1.0, lo_open=True)
         bounded("weight_decay", self.weight_decay, 0.0, 1.0)
         bounded("warmup", self.warmup, 0, MAX_STEPS)
         bounded("pose_warmup", self.pose_warmup, 0, MAX_STEPS)

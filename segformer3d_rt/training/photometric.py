@@ -97,10 +97,11 @@ def scale_intrinsics(K: torch.Tensor, factor: float) -> torch.Tensor:
 @dataclass
 class PhotometricTerms:
     loss: torch.Tensor
-    photometric: float  # the minimum reprojection error summed over the pixels that count, per pixel of the frame
+    photometric: float  # mean over the pixels that count of min(reprojection, unwarped) error
     smoothness: float
     kept: float  # share of pixels that counted (after auto-masking, moving classes and out-of-view)
     moving: float  # share of pixels left out as moving classes
+    still: float = 0.0  # the same mean with no motion at all (unwarped error): what the warps are measured against
 
 
 def triplet_loss(frames: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, poses: tuple[torch.Tensor, torch.Tensor],
@@ -110,7 +111,7 @@ def triplet_loss(frames: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, pos
     of the centre frame (any resolution, resized per scale); K: B x 3 x 3 at H x W; poses: centre -> previous,
     centre -> next (B x 4 x 4); moving: B x 1 x H x W bool, pixels to leave out."""
     b, _, _, H, W = frames.shape
-    total, photo_sum, smooth_sum, kept_sum = 0.0, 0.0, 0.0, 0.0
+    total, photo_sum, smooth_sum, kept_sum, still_sum = 0.0, 0.0, 0.0, 0.0, 0.0
     log_depth = depth.clamp(MIN_DEPTH, MAX_DEPTH).log()
     for s in scales:
         f = 0.5 ** s
@@ -130,24 +131,26 @@ def triplet_loss(frames: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, pos
             identity.append(photometric_error(src, centre))
             valids.append(valid)
         reproj = torch.cat(errors, 1).min(1, keepdim=True).values
+        ident = torch.cat(identity, 1).min(1, keepdim=True).values
         # a tiny random offset breaks ties in favour of neither (a perfectly still pixel)
-        ident = torch.cat(identity, 1).min(1, keepdim=True).values + 1e-5 * torch.randn_like(reproj).abs()
-        keep = (reproj < ident) & (valids[0] | valids[1])
+        keep = (reproj < ident + 1e-5 * torch.randn_like(reproj).abs()) & (valids[0] | valids[1])
+        counted = torch.ones_like(keep)
         if moving is not None:
             m = moving if s == 0 else F.interpolate(moving.float(), size=(h, w), mode="nearest") > 0
-            keep = keep & ~m
-        # over every pixel, the left-out ones adding nothing (Monodepth2 lets them add their unwarped error, which
-        # has no gradient): the same direction as a mean over the kept ones, but a batch with few kept pixels
-        # weighs less rather than more
-        photo = (reproj * keep).sum() / keep.numel()
+            keep, counted = keep & ~m, ~m
+        # Monodepth2's value: the mean over the pixels that count of min(reprojection, unwarped) error; a left-out
+        # pixel adds its unwarped error, which has no gradient, so it can never lower the loss below doing nothing
+        per_pixel = torch.where(keep, reproj, ident)
+        photo = (per_pixel * counted).sum() / counted.sum().clamp_min(1)
         smooth = smoothness(d, centre)
         total = total + photo + smooth_weight / (2 ** s) * smooth
         photo_sum += float(photo.detach())
+        still_sum += float((ident * counted).sum() / counted.sum().clamp_min(1))
         smooth_sum += float(smooth.detach())
         kept_sum += float(keep.float().mean())
     k = len(scales)
     moving_share = float(moving.float().mean()) if moving is not None else 0.0
-    return PhotometricTerms(total / k, photo_sum / k, smooth_sum / k, kept_sum / k, moving_share)
+    return PhotometricTerms(total / k, photo_sum / k, smooth_sum / k, kept_sum / k, moving_share, still_sum / k)
 
 
 def moving_mask(seg_logits: torch.Tensor, class_names: tuple[str, ...], size: tuple[int, int],

@@ -135,9 +135,10 @@ def train(cfg: TrainConfig) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UserError("everything is frozen: nothing to train")
-    if pose is not None:
-        params += list(pose.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [{"params": params}]
+    if pose is not None:  # its own rate: the model is fine-tuned, the pose network learns from nothing
+        groups.append({"params": list(pose.parameters()), "lr": cfg.pose_lr})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
