@@ -14,6 +14,7 @@ import torch
 from segformer3d_rt.evaluation.flicker import FLICKER_CLASSES, depth_flicker
 from segformer3d_rt.model.checkpoints import load_model
 from segformer3d_rt.pipeline.forward import Forward
+from segformer3d_rt.runtime.backends import torch_network
 from segformer3d_rt.runtime.bundled import default_weights
 from segformer3d_rt.runtime.sizes import model_input_size
 
@@ -22,8 +23,8 @@ CLIP = "../shared/data/videos/project_video_short_1280x720.mp4"  # never trained
 
 def clip_outputs(weights: str, clip: str):
     """(classes, depth) at stride-4 resolution of every frame, in order."""
-    model = load_model(weights).eval()
-    forward = Forward(model, model.meta, torch.device("cpu"))
+    model = load_model(weights)
+    forward = Forward(torch_network(model, torch.device("cpu"), "fp32"))
     with av.open(clip) as c, torch.inference_mode():
         for frame in c.decode(video=0):
             img = torch.from_numpy(frame.to_ndarray(format="rgb24"))[None]

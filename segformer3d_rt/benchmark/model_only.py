@@ -19,17 +19,15 @@ import torch
 
 from ..errors import UserError
 from ..model import SegFormer3D, SegFormerOutput
-from ..model.folding import fold
 from ..pipeline.stats import summarise
-from ..runtime.backends.fidelity import check_frame, compare
+from ..runtime.backends import BACKEND_PRECISIONS, BACKENDS
+from ..runtime.backends.fidelity import Fidelity, check_input, compare
+from ..runtime.backends.torch_model import TorchNetwork
 from ..runtime.cuda_graph import CudaGraphRunner
-from ..runtime.device import autocast, on_device, precision_dtype
-from ..runtime.normalize import normalize
+from ..runtime.device import on_device
 
 MODES = ("eager", "folded", "compile", "cudagraph")
-# what each exported-network backend computes in (bench --precision names)
-BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16"), "onnxruntime": ("fp32",), "tensorrt": ("fp16", "fp32")}
-BACKENDS = ("torch", *BACKEND_PRECISIONS)
+BENCH_BACKENDS = tuple(b for b in BACKENDS if b != "auto")  # a sweep names each backend it times
 
 
 @dataclass
@@ -43,27 +41,23 @@ class BenchCase:
 
 def make_forward(model: SegFormer3D, device: torch.device, precision: str, mode: str,
                  example: torch.Tensor) -> Callable[[torch.Tensor], SegFormerOutput]:
-    dtype = precision_dtype(precision)
+    """The torch network of a bench mode: eager (heads as trained), folded (the pipeline's), compiled, or a CUDA
+    graph of the folded network."""
     if precision == "fp16" and device.type != "cuda":
         raise UserError("fp16 needs CUDA; use fp32 or bf16 on CPU")
-    net: torch.nn.Module = model if mode == "eager" else fold(model)
-
-    def forward(x: torch.Tensor) -> SegFormerOutput:
-        with autocast(device, dtype):
-            return net(x)
-
+    if mode not in MODES:
+        raise UserError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
+    net = TorchNetwork(model, device, precision, fold_heads=mode != "eager")
     if mode in ("eager", "folded"):
-        return forward
+        return net
     if mode == "compile":
-        return torch.compile(forward, mode="reduce-overhead" if device.type == "cuda" else "default")
-    if mode == "cudagraph":
-        if device.type != "cuda":
-            raise UserError("mode cudagraph needs a CUDA device")
-        # captured like the timed runs replay it: in inference mode, so that the graph records no autograd
-        # state (saved activations, grad-requiring outputs) and its memory is that of inference alone
-        with torch.inference_mode(), on_device(example.device):
-            return CudaGraphRunner(forward, example)
-    raise UserError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
+        return torch.compile(net.__call__, mode="reduce-overhead" if device.type == "cuda" else "default")
+    if device.type != "cuda":
+        raise UserError("mode cudagraph needs a CUDA device")
+    # captured like the timed runs replay it: in inference mode, so that the graph records no autograd
+    # state (saved activations, grad-requiring outputs) and its memory is that of inference alone
+    with torch.inference_mode(), on_device(example.device):
+        return CudaGraphRunner(net, example)
 
 
 def _sync(device: torch.device) -> None:
@@ -102,27 +96,19 @@ def _time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: to
     return times
 
 
-def example_input(model: SegFormer3D, batch: int, size: tuple[int, int]) -> torch.Tensor:
-    """A normalised driving scene from the held-out synthetic world: fidelity of fp16 against fp32 is
-    only meaningful on an image the network has an opinion about (noise gives near-tied logits)."""
-    x = torch.from_numpy(np.ascontiguousarray(check_frame(size))).permute(2, 0, 1)[None].float() / 255.0
-    return normalize(x, model.meta.mean, model.meta.std).repeat(batch, 1, 1, 1)
+def fidelity_row(fid: Fidelity) -> dict[str, float]:
+    """What a bench row says of a run against torch fp32 on the same input."""
+    out = {"argmax_agreement": fid.argmax_agreement, "max_abs_diff": max(fid.max_abs_seg, fid.max_abs_depth or 0.0)}
+    if fid.depth_rel is not None:
+        out["depth_rel_diff_mean"] = fid.depth_rel
+        out["depth_rel_diff_p99"] = fid.depth_rel_p99
+    return out
 
 
 @torch.inference_mode()
-def fidelity(model: SegFormer3D, device: torch.device, precision: str, x: torch.Tensor) -> dict[str, float]:
-    """Argmax agreement and depth relative difference of a reduced precision against fp32."""
-    ref = make_forward(model, device, "fp32", "folded", x)(x)
-    low = make_forward(model, device, precision, "folded", x)(x)
-    agree = (ref.seg_logits.argmax(1) == low.seg_logits.float().argmax(1)).float().mean().item()
-    out = {"argmax_agreement": agree}
-    if ref.depth is not None and model.meta.depth is not None:
-        d_ref = model.meta.depth.to_depth(ref.depth.float())
-        d_low = model.meta.depth.to_depth(low.depth.float())
-        out["depth_rel_diff_mean"] = ((d_low - d_ref).abs() / d_ref.clamp_min(1e-6)).mean().item()
-        out["depth_rel_diff_p99"] = torch.quantile(
-            ((d_low - d_ref).abs() / d_ref.clamp_min(1e-6)).flatten()[:1_000_000].float(), 0.99).item()
-    return out
+def fidelity(model: SegFormer3D, device: torch.device, fn: Callable, x: torch.Tensor) -> dict[str, float]:
+    """A case's forward (a reduced precision, or an exported backend) against torch fp32, folded, on ``x``."""
+    return fidelity_row(compare(make_forward(model, device, "fp32", "folded", x)(x), fn(x), model.meta))
 
 
 def _open(model: SegFormer3D, device: torch.device, case: BenchCase, x: torch.Tensor,
@@ -137,28 +123,16 @@ def _open(model: SegFormer3D, device: torch.device, case: BenchCase, x: torch.Te
                      "backend_startup_s": backend.startup_s}
 
 
-@torch.inference_mode()
-def backend_fidelity(model: SegFormer3D, device: torch.device, fn: Callable, x: torch.Tensor) -> dict[str, float]:
-    """An exported backend against torch fp32 (folded) on the same input."""
-    ref = make_forward(model, device, "fp32", "folded", x)(x)
-    fid = compare(ref, fn(x), model.meta)
-    out = {"argmax_agreement": fid.argmax_agreement, "max_abs_diff": max(fid.max_abs_seg, fid.max_abs_depth or 0.0)}
-    if fid.depth_rel is not None:
-        out["depth_rel_diff_mean"] = fid.depth_rel
-    return out
-
-
 def bench_model(model: SegFormer3D, device: torch.device, cases: list[BenchCase], warmup: int, iters: int,
                 check_fidelity: bool = True, on_result: Callable[[dict], None] | None = None,
                 cache_root: Any = None, threads: int | None = None) -> list[dict]:
     """One row per case. ``startup_s``: from building the forward (folding; export and compile for the
     backends, in ``cache_root``) to the end of its first call, which is the first warm-up iteration.
     ``threads``: the CPU threads of the exported backends (None: every core), as torch's for a fair run."""
-    model = model.to(device).eval()
     results = []
     for case in cases:
         h, w = case.size
-        x = example_input(model, case.batch, (h, w)).to(device)
+        x = check_input(model.meta, (h, w), case.batch).to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
@@ -177,10 +151,8 @@ def bench_model(model: SegFormer3D, device: torch.device, cases: list[BenchCase]
             "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
             **extra,
         }
-        if check_fidelity and case.backend != "torch":
-            r["fidelity"] = backend_fidelity(model, device, fn, x)
-        elif check_fidelity and case.precision != "fp32":
-            r["fidelity"] = fidelity(model, device, case.precision, x)
+        if check_fidelity and (case.backend != "torch" or case.precision != "fp32"):
+            r["fidelity"] = fidelity(model, device, fn, x)
         results.append(r)
         if on_result:
             on_result(r)
@@ -196,7 +168,7 @@ def bench_transformers(model: SegFormer3D, device: torch.device, shapes: list[tu
     hf, version = hf_segformer(model.meta)
     rows = []
     for (h, w), batch in shapes:
-        x = example_input(model, batch, (h, w)).to(device)
+        x = check_input(model.meta, (h, w), batch).to(device)
         t0 = time.perf_counter()
         fn = hf_forward(hf, device, "fp32")
         with torch.inference_mode(), on_device(device):

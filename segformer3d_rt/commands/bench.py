@@ -9,7 +9,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..benchmark.model_only import BENCH_BACKENDS, MODES
 from ..errors import UserError
+from ..pipeline.config import MAX_BATCH
+from ..runtime.device import PRECISION_CHOICES
+from ..runtime.paths import STDOUT
+from ..runtime.settings import check_config, setting
+from ..runtime.sizes import MAX_SIDE
+
+
+BENCH_PRECISIONS = tuple(p for p in PRECISION_CHOICES if p != "auto")
+REFERENCES = ("transformers",)
+G_MODEL, G_PIPE = "model only", "whole pipeline (--source)"
 
 
 @dataclass
@@ -17,26 +28,45 @@ class BenchConfig:
     """Model only: every combination of sizes x batches x precisions x modes (torch) or backends. With
     ``source``: the whole pipeline on it, then the model alone at the input size the pipeline used."""
 
-    weights: str | None = None  # None: a random model of ``variant``
-    variant: str = "b0"
-    sizes: tuple[tuple[int, int], ...] = ((512, 1024),)  # H x W, model only
-    batch: tuple[int, ...] = (1,)
-    precision: tuple[str, ...] = ("fp32",)  # fp32 | fp16 | bf16
-    mode: tuple[str, ...] = ("folded",)  # eager | folded | compile | cudagraph
-    warmup: int = 5
-    iters: int = 30
-    device: str = "auto"
-    threads: int | None = None  # CPU threads of torch and (model only) of OpenVINO and ONNX Runtime
-    source: str | None = None  # measure the whole pipeline on this source instead
-    sink: str = "null"  # pipeline output: null | mp4
-    input_size: tuple[int, int] | None = None  # pipeline model input box
-    pipeline_batch: int | None = None
-    pipeline_precision: str | None = None
-    max_frames: int | None = None
-    repeat: int = 1  # pipeline: rounds of (pipeline, model only); the median-ratio round is reported
-    json: str | None = None  # write all results as JSON
-    backend: tuple[str, ...] = ("torch",)  # torch | openvino | onnxruntime | tensorrt (model only: a sweep)
-    compare: tuple[str, ...] = ()  # "transformers": Hugging Face's single-head SegFormer in the same run
+    weights: str | None = setting(None, help="checkpoint", default_text="a random model of --variant")
+    variant: str = setting("b0", help="b0..b5 when no --weights")
+    sizes: tuple[tuple[int, int], ...] | None = setting(None, size=MAX_SIDE, commas=True, metavar="HxW,...",
+                                                        group=G_MODEL, default_text="--input-size, else 512x1024",
+                                                        help="comma-separated input sizes")
+    batch: tuple[int, ...] = setting((1,), low=1, high=MAX_BATCH, commas=True, aliases=("--batch-size",),
+                                     group=G_MODEL, help="comma-separated batch sizes")
+    precision: tuple[str, ...] = setting(("fp32",), choices=BENCH_PRECISIONS, commas=True, group=G_MODEL,
+                                         help="comma-separated precisions")
+    mode: tuple[str, ...] = setting(("folded",), choices=MODES, commas=True, group=G_MODEL,
+                                    help="comma-separated torch modes")
+    warmup: int = setting(5, low=0, high=10_000, help="untimed calls first")
+    iters: int = setting(30, low=1, high=100_000, help="timed calls")
+    device: str = setting("auto", help="auto | cpu | cuda | cuda:N")
+    threads: int | None = setting(None, low=1, high=1024, default_text="every core",
+                                  help="CPU threads for torch, and for OpenVINO and ONNX Runtime in the model-only "
+                                       "sweep")
+    source: str | None = setting(None, group=G_PIPE, help="measure the whole pipeline on this source instead")
+    sink: str = setting("null", choices=("null", "mp4"), group=G_PIPE, help="pipeline output")
+    input_size: tuple[int, int] | None = setting(None, size=MAX_SIDE, metavar="HxW", group=G_PIPE,
+                                                 help="pipeline model input box (model only: the size when no "
+                                                      "--sizes)")
+    pipeline_batch: int | None = setting(None, low=1, high=MAX_BATCH, group=G_PIPE, help="pipeline batch size")
+    pipeline_precision: str | None = setting(None, choices=PRECISION_CHOICES, group=G_PIPE,
+                                             help="pipeline precision")
+    max_frames: int | None = setting(None, low=1, group=G_PIPE, help="pipeline: stop after N frames")
+    repeat: int = setting(1, low=1, high=1000, metavar="N", group=G_PIPE,
+                          help="rounds of (pipeline, model only); the round with the median ratio is reported "
+                               "(steadier on machines whose speed drifts)")
+    json: str | None = setting(None, metavar="PATH", help="write all results as JSON")
+    overwrite: bool = setting(False, help="replace outputs that already exist (an input is never written)")
+    backend: tuple[str, ...] = setting(("torch",), choices=BENCH_BACKENDS, commas=True,
+                                       help="comma-separated backends (model only: a sweep; exported backends run "
+                                            "their own compiled graph, --mode applies to torch; with --source: the "
+                                            "one backend of the pipeline and of the model alone)")
+    compare: tuple[str, ...] = setting((), choices=REFERENCES, commas=True,
+                                       help="'transformers': also time Hugging Face's single-head "
+                                            "SegformerForSemanticSegmentation of the same variant (random weights) "
+                                            "and print the ratio")
 
 
 def _model(cfg: BenchConfig):
@@ -84,19 +114,14 @@ def _line(r: dict) -> str:
 def _cases(cfg: BenchConfig, device) -> tuple[list, dict[str, str]]:
     """The model-only cases, backend by backend, and the backend/precision pairs that cannot run here (skipped,
     each with its reason)."""
-    from ..benchmark.model_only import BACKEND_PRECISIONS, BACKENDS, MODES, BenchCase
-    from ..runtime.backends import resolve_backend
+    from ..benchmark.model_only import BenchCase
+    from ..runtime.backends import BACKEND_PRECISIONS, resolve_backend
 
-    for m in cfg.mode:
-        if m not in MODES:
-            raise UserError(f"unknown mode '{m}'; choose from {', '.join(MODES)}")
     cases, skipped = [], {}
     for backend in cfg.backend:
-        if backend not in BACKENDS:
-            raise UserError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
         if backend != "torch":
             resolve_backend(backend, None, device)  # a backend that cannot run on this device: one line
-        for size, batch, precision in itertools.product(cfg.sizes, cfg.batch, cfg.precision):
+        for size, batch, precision in itertools.product(_sizes(cfg), cfg.batch, cfg.precision):
             if backend == "torch":
                 cases += [BenchCase(size, batch, precision, m) for m in cfg.mode]
             elif precision not in BACKEND_PRECISIONS[backend]:
@@ -107,6 +132,10 @@ def _cases(cfg: BenchConfig, device) -> tuple[list, dict[str, str]]:
             else:
                 cases.append(BenchCase(size, batch, precision, "-", backend))
     return cases, skipped
+
+
+def _sizes(cfg: BenchConfig) -> tuple[tuple[int, int], ...]:
+    return cfg.sizes or ((cfg.input_size,) if cfg.input_size else ((512, 1024),))
 
 
 def _cpu_has_bf16() -> bool:
@@ -144,15 +173,17 @@ def run_bench(cfg: BenchConfig) -> int:
     from ..runtime.device import resolve_device
     from ..runtime.paths import check_json_output, write_json
 
+    check_config(cfg)
     if cfg.json:  # before the measuring, not after it
         given = [("weights", cfg.weights), ("source", cfg.source)]
-        check_json_output(cfg.json, "bench JSON", [(w, p) for w, p in given if p])
+        check_json_output(cfg.json, "bench JSON", [(w, p) for w, p in given if p], overwrite=cfg.overwrite)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    console = Console()
+    to_stderr = cfg.json == STDOUT  # the JSON has standard output: the tables go beside the logs
+    console = Console(stderr=to_stderr)
     if not console.is_terminal:  # logs and pipes: rich would squeeze the ten-column table into 80 characters
-        console = Console(width=160)
+        console = Console(width=160, stderr=to_stderr)
     env = environment(device)
     report: dict[str, Any] = {"environment": env}
     model, weights = _model(cfg)
@@ -160,9 +191,6 @@ def run_bench(cfg: BenchConfig) -> int:
     console.print(f"[bold]device[/] {env['device']} {env.get('gpu', env['cpu'])}, torch {env['torch']}, "
                   f"{env['threads']} CPU threads", highlight=False)
 
-    for c in cfg.compare:
-        if c != "transformers":
-            raise UserError(f"unknown --compare '{c}'; the reference there is: transformers")
     if cfg.source:
         if len(cfg.backend) != 1:
             raise UserError("--source measures the pipeline with one backend; give one --backend")

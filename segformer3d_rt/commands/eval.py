@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from ..runtime.backends import BACKENDS
+from ..runtime.device import PRECISION_CHOICES
+from ..runtime.settings import check_config, setting
+from ..runtime.sizes import MAX_SIDE
+
 
 def _seg_table(result: dict, seg: dict, console: Console) -> None:
     space = result.get("label_space", "model")
@@ -78,18 +83,24 @@ def print_report(result: dict, console: Console) -> None:
 class EvalConfig:
     """What `eval` scores: a checkpoint (None: the bundled weights) on a dataset spec."""
 
-    data: str
-    weights: str | None = None
-    split: str = "val"
-    input_size: tuple[int, int] | None = None  # model input box; None: the checkpoint's
-    max_depth: float = 80.0  # ground truth beyond this is ignored
-    limit: int | None = None  # only the first N images
-    device: str = "auto"
-    precision: str = "fp32"  # fp32 | fp16 | bf16 | auto
-    backend: str = "auto"  # auto | torch | openvino | onnxruntime | tensorrt (see runtime/backends)
-    workers: int = 0
-    json: str | None = None  # write JSON to this path, or to stdout with "-"
-    save: str | None = None  # a picture per image scored (image, prediction, ground truth, error) in this folder
+    data: str = setting(required=True, help="synthetic[:seed=N,n=N,size=HxW] | camvid:ROOT[,split=val] | kitti:ROOT | "
+                                      "kitti_stereo:ROOT[,split=train|test] | cityscapes:ROOT | npy:ROOT")
+    weights: str | None = setting(None, help="checkpoint", default_text="the bundled weights")
+    split: str = setting("val", help="dataset split, where the spec names none")
+    input_size: tuple[int, int] | None = setting(None, size=MAX_SIDE, metavar="HxW", default_text="the checkpoint's",
+                                                 help="model input box")
+    max_depth: float = setting(80.0, low=0.0, low_open=True, help="ignore ground truth beyond this")
+    limit: int | None = setting(None, low=1, help="evaluate only the first N images")
+    device: str = setting("auto", help="auto | cpu | cuda | cuda:N")
+    precision: str = setting("fp32", choices=PRECISION_CHOICES, help="compute precision")
+    backend: str = setting("auto", choices=BACKENDS, help="auto: OpenVINO on the CPU, torch on CUDA, TensorRT for "
+                           "an .engine")
+    workers: int = setting(0, low=0, high=64, help="data loader processes")
+    json: str | None = setting(None, metavar="PATH", optional_value="-",
+                               help="write JSON to PATH (or stdout with -); per_image holds each image's own figures")
+    overwrite: bool = setting(False, help="replace outputs that already exist (an input is never written)")
+    save: str | None = setting(None, metavar="DIR", help="write a picture per image scored into DIR (a new or empty "
+                               "folder): image, ground truth, prediction and error side by side")
 
 
 def _check_ground_truth(spec: str, data) -> None:
@@ -115,10 +126,11 @@ def _save_dir(cfg: "EvalConfig", data, weights: str):
     from pathlib import Path
 
     from ..errors import UserError
-    from ..runtime.paths import check_outputs
+    from ..runtime.paths import check_new, check_outputs, no_stdout
 
     from ..data.registry import split_spec
 
+    no_stdout(cfg.save, "the --save pictures (one file per image)")
     folder = Path(cfg.save)
     _, data_path, _ = split_spec(cfg.data)
     check_outputs([("weights", weights), *([("dataset", data_path)] if data_path else [])],
@@ -128,39 +140,37 @@ def _save_dir(cfg: "EvalConfig", data, weights: str):
     except OSError as e:
         raise UserError(f"cannot create --save folder '{folder}': {e.strerror or e}") from None
     n = len(data) if cfg.limit is None else min(cfg.limit, len(data))
-    if any(folder.iterdir()) and n:  # names are known only once each image is read: refuse any non-empty folder
-        raise UserError(f"--save folder '{folder}' is not empty; give a new or empty folder (pictures already there "
-                        "are never replaced)")
+    if n:  # names are known only once each image is read: a folder holding anything is refused
+        check_new([("--save folder", folder)], cfg.overwrite)
     return folder
 
 
 def run_eval(cfg: EvalConfig) -> int:
     from ..data.registry import open_dataset, split_spec
     from ..evaluation.evaluate import evaluate
-    from ..runtime.backends import Backend, open_network
+    from ..runtime.backends import open_network
     from ..runtime.bundled import default_weights
-    from ..runtime.device import resolve_device, resolve_precision
+    from ..runtime.device import resolve_device
     from ..runtime.paths import check_json_output, write_json
 
+    check_config(cfg)
+
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
     weights = cfg.weights or str(default_weights())
     if cfg.json and cfg.json != "-":  # before minutes of work, not after
         _, data_path, _ = split_spec(cfg.data)
         given = [("weights", weights), *([("dataset", data_path)] if data_path else [])]
-        check_json_output(cfg.json, "results JSON", given)
+        check_json_output(cfg.json, "results JSON", given, overwrite=cfg.overwrite)
     data = open_dataset(cfg.data, cfg.split, default_length=200, default_seed=7)
     _check_ground_truth(cfg.data, data)
     save_dir = _save_dir(cfg, data, weights) if cfg.save else None
-    model = open_network(weights, cfg.backend, device, cfg.precision, cfg.input_size)
-    if isinstance(model, Backend):  # compiled in its own precision (the log says which and why)
-        precision = None
-        logging.getLogger(__name__).info(model.describe())
-    result = evaluate(model, data, device, input_box=cfg.input_size, max_depth=cfg.max_depth, limit=cfg.limit,
-                      workers=cfg.workers, precision=precision, save_dir=save_dir)
+    network = open_network(weights, cfg.backend, device, cfg.precision, cfg.input_size)
+    logging.getLogger(__name__).info(network.describe())  # which backend and precision, and why
+    result = evaluate(network, data, input_box=cfg.input_size, max_depth=cfg.max_depth, limit=cfg.limit,
+                      workers=cfg.workers, save_dir=save_dir)
     result["weights"] = weights
-    result["backend"] = model.name if isinstance(model, Backend) else "torch"
-    result["precision"] = model.precision if isinstance(model, Backend) else cfg.precision
+    result["backend"] = network.name
+    result["precision"] = network.precision
     result["data"] = cfg.data
     code = 0
     if result["interrupted"]:  # Ctrl-C: what was scored is kept, and labelled as partial

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..runtime.paths import check_new, no_stdout, same_file
+from ..runtime.settings import check_config, setting
+from ..runtime.sizes import MAX_SIDE, check_multiple
 
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}
 # the weights' precision in the file; the first is what auto means
@@ -18,18 +21,25 @@ BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensor
 class ExportConfig:
     """What `export` writes: ``weights`` (None: the bundled ones) as ``format`` to ``output``."""
 
-    weights: str | None = None
-    format: str = "onnx"  # onnx | openvino | tensorrt
-    output: str = ""
-    input_size: tuple[int, int] | None = None  # H x W; None: the checkpoint's input size
-    dynamic: bool = False  # H and W may vary (the batch always may)
-    precision: str = "auto"  # see PRECISIONS
-    check_image: str | None = None  # the self-check's frame (default: the procedural driving scene)
+    weights: str | None = setting(None, positional=True, help="checkpoint", default_text="the bundled weights")
+    format: str = setting("onnx", choices=tuple(SUFFIXES), required=True, help="what to write")
+    output: str = setting("", short="-o", required=True,
+                          help="output file: .onnx, .xml (+ .bin beside it) or .engine")
+    input_size: tuple[int, int] | None = setting(None, size=MAX_SIDE, metavar="HxW", default_text="the checkpoint's "
+                                                 "input size", help="export size")
+    dynamic: bool = setting(False, help="let H and W vary (the batch always may)")
+    overwrite: bool = setting(False, help="replace outputs that already exist (an input is never written)")
+    precision: str = setting("auto", choices=("auto", "fp32", "fp16"),
+                             help="onnx: fp32 | fp16 (LayerNorm and softmax stay fp32); openvino: fp32 | fp16 "
+                                  "(weights stored as fp16); tensorrt: fp16 | fp32. auto: fp16 for tensorrt, fp32 "
+                                  "otherwise")
+    check_image: str | None = setting(None, metavar="PATH", default_text="a procedural driving scene",
+                                      help="check the export on this image")
 
 
 def _checked(cfg: ExportConfig) -> tuple[Path, str]:
-    if cfg.format not in SUFFIXES:
-        raise UserError(f"unknown format '{cfg.format}'; choose one of {', '.join(SUFFIXES)}")
+    check_config(cfg)
+    no_stdout(cfg.output, "an export (a file its backend opens by name)")
     out = Path(cfg.output)
     want = SUFFIXES[cfg.format]
     if out.suffix.lower() != want:
@@ -37,9 +47,8 @@ def _checked(cfg: ExportConfig) -> tuple[Path, str]:
     precision = PRECISIONS[cfg.format][0] if cfg.precision == "auto" else cfg.precision
     if precision not in PRECISIONS[cfg.format]:
         raise UserError(f"--format {cfg.format} exports {' or '.join(PRECISIONS[cfg.format])}, not {cfg.precision}")
-    if cfg.input_size is not None and (cfg.input_size[0] % 32 or cfg.input_size[1] % 32):
-        h, w = cfg.input_size
-        raise UserError(f"--input-size {h}x{w}: both sides must be multiples of 32 (as the pipeline's inputs are)")
+    if cfg.input_size is not None:
+        check_multiple(cfg.input_size, "input size")
     return out, precision
 
 
@@ -54,10 +63,6 @@ def _read_image(path: str | None):
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.exists() and b.exists() and a.resolve() == b.resolve()
-
-
 def run_export(cfg: ExportConfig) -> int:
     out, precision = _checked(cfg)
     import torch
@@ -70,16 +75,18 @@ def run_export(cfg: ExportConfig) -> int:
 
         require_tensorrt(device)
     weights = Path(cfg.weights) if cfg.weights else default_weights()
-    if any(_same_file(p, weights) for p in (out, out.with_suffix(".bin"))):
+    if any(same_file(p, weights) for p in (out, out.with_suffix(".bin"))):
         raise UserError(f"'{out}' is the checkpoint itself; choose another output name")
+    check_new([("output", out)] + ([("weights file", out.with_suffix(".bin"))] if cfg.format == "openvino" else []),
+              cfg.overwrite)
     image = _read_image(cfg.check_image)
 
     from ..model import load_model
 
     model = load_model(weights)
     size = tuple(cfg.input_size or model.meta.input_size)
-    if size[0] % 32 or size[1] % 32:
-        raise UserError(f"the checkpoint's input size {size[0]}x{size[1]} is not a multiple of 32; give --input-size")
+    if cfg.input_size is None:
+        check_multiple(size, "the checkpoint's input size (give --input-size)")
     t0 = time.perf_counter()
     _write(cfg.format, model, out, size, cfg.dynamic, precision)
     shape = f"{size[0]}x{size[1]}" + (", H and W dynamic" if cfg.dynamic else ", fixed size")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from rich.console import Console
 from ..benchmark.soak import FLAT_FIELDS, soak
 from ..errors import UserError
 from ..pipeline.config import RunConfig
-from ..runtime.paths import check_json_output, write_json
+from ..runtime.paths import STDOUT, check_json_output, check_new, write_json
+from ..runtime.progress import progress_mode
+from ..runtime.settings import check_config, setting
 from ._signals import Signals, setup_interrupts
 
 __all__ = ["SoakConfig", "run_soak"]
@@ -39,20 +42,26 @@ class SoakConfig:
     """`soak`: ``run`` (a validated RunConfig, normally live with ``max_frames``) sampled every ``interval_s``;
     the samples written to ``json`` (NAME.partial first, then renamed)."""
 
-    run: RunConfig
-    interval_s: float = 5.0
-    json: str | None = None
+    run: RunConfig = setting(cli=False, help="the run that is sampled")
+    interval_s: float = setting(5.0, low=0.0, low_open=True, high=86_400.0, flag="--interval", metavar="S",
+                                help="seconds between samples")
+    json: str | None = setting(None, metavar="PATH", help="write every sample, the summary and the run's report")
+    overwrite: bool = setting(False, help="replace outputs that already exist (an input is never written)")
+
+
+# the settings of `run` that `soak` takes (live defaults to on, even for files: paced, newest frame wins)
+RUN_SETTINGS = ("source", "max_frames", "live", "outputs", "weights", "pipeline", "input_size", "device",
+                "precision", "backend", "timeout_s", "progress")
+SOAK_DEFAULTS = {"live": True}
 
 
 def run_soak(cfg: SoakConfig) -> int:
-    if not cfg.interval_s > 0:
-        raise UserError(f"--interval must be more than 0 seconds, not {cfg.interval_s:g}")
-    run = replace(cfg.run, stats_json=None)  # the soak JSON holds the run's report
+    check_config(cfg)
+    run = replace(cfg.run, stats_json=None, overwrite=cfg.overwrite)  # the soak JSON holds the run's report
+    check_new([("output", o) for o in run.outputs], cfg.overwrite)
     if cfg.json:
-        _check_json(cfg.json, run)
-    mode = run.progress
-    if mode == "auto":
-        mode = "rich" if Console(stderr=True).is_terminal else "plain"
+        _check_json(cfg.json, run, cfg.overwrite)
+    mode = progress_mode(run.progress, Console(stderr=True))
     if mode == "rich" and not Console(stderr=True).is_terminal:
         log.warning("the dashboard is not drawn off a terminal: its CPU is not measured (set TTY_COMPATIBLE=1)")
     with setup_interrupts():
@@ -60,19 +69,19 @@ def run_soak(cfg: SoakConfig) -> int:
     report["dashboard"] = mode
     if cfg.json:  # before the summary: the samples are the work of the whole run
         _write_json(cfg.json, report)
-    with contextlib.suppress(OSError):
-        print(summary_text(report))
+    with contextlib.suppress(OSError):  # beside a JSON on standard output, the summary goes to standard error
+        print(summary_text(report), file=sys.stderr if cfg.json == STDOUT else sys.stdout)
     error = report["run"]["error"]
     if error:
         raise _Failed(error, code)
     return code
 
 
-def _check_json(path: str, run: RunConfig) -> None:
+def _check_json(path: str, run: RunConfig, overwrite: bool) -> None:
     given = [("source", run.source)] if run.source and Path(run.source).expanduser().exists() else []
     given += [("weights", run.weights)] if run.weights else []
     given += [("preset", run.pipeline)] if run.pipeline else []
-    check_json_output(path, "soak JSON", given, [("output", o) for o in run.outputs])
+    check_json_output(path, "soak JSON", given, [("output", o) for o in run.outputs], overwrite=overwrite)
 
 
 def _write_json(path: str, report: dict[str, Any]) -> None:

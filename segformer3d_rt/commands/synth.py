@@ -9,6 +9,9 @@ from ..errors import SinkError, UserError
 from ..pipeline.frames import Frame
 from ..pipeline.media import exact_rate
 from ..pipeline.sinks import Mp4Sink
+from ..runtime.paths import check_new
+from ..runtime.settings import check_config, setting
+from ..runtime.sizes import MAX_SIDE
 from ..synthetic import SyntheticWorld
 
 
@@ -16,15 +19,18 @@ from ..synthetic import SyntheticWorld
 class SynthConfig:
     """`synth`: ``frames`` consecutive frames of the drive through world ``seed``, encoded to ``output``."""
 
-    output: str
-    seed: int = 7
-    frames: int = 250
-    size: tuple[int, int] = (360, 640)  # H x W
-    fps: float = 25.0
-    crf: int = 23  # libx264 quality
+    output: str = setting(short="-o", required=True, help="output video (.mp4)")
+    seed: int = setting(7, help="world seed")
+    frames: int = setting(250, low=1, high=1_000_000, help="number of frames")
+    size: tuple[int, int] = setting((360, 640), size=MAX_SIDE, metavar="HxW", help="frame size")
+    fps: float = setting(25.0, low=0.0, low_open=True, high=1000.0, help="frames per second")
+    crf: int = setting(23, low=0, high=51, help="libx264 quality")
+    overwrite: bool = setting(False, help="replace outputs that already exist (an input is never written)")
 
 
 def run_synth(cfg: SynthConfig) -> int:
+    check_config(cfg)
+    check_new([("output", cfg.output)], cfg.overwrite)
     n = write_drive(cfg.output, cfg.seed, cfg.frames, cfg.size, cfg.fps, cfg.crf)
     print(f"wrote {n} frames to {cfg.output}")
     return 0

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,35 +12,36 @@ from rich.table import Table
 from ..errors import UserError
 from ..model import SegFormer3D, build_model
 from ..model.checkpoints import Checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
-from ..runtime.paths import check_outputs, writable_file
-from ..runtime.settings import check_settings
+from ..runtime.paths import check_new, check_outputs, no_stdout, writable_file
+from ..runtime.settings import check_config, setting
 
 
 @dataclass
 class InfoConfig:
     """What `info` describes: a checkpoint file or directory, or (``weights`` None) a freshly built model."""
 
-    weights: str | None = None
-    variant: str | None = None  # b0..b5, for a freshly built model
-    num_classes: int = 19
-    decoder_dim: int | None = None
-    depth: bool = True
-    json: bool = False  # print JSON instead of a table
+    weights: str | None = setting(None, positional=True, help="checkpoint file or Hugging Face directory")
+    variant: str | None = setting(None, help="describe a freshly built model of this size instead (b0..b5)")
+    num_classes: int = setting(19, low=1, high=1000, help="classes of the freshly built model")
+    decoder_dim: int | None = setting(None, low=1, high=4096, help="decoder width of the freshly built model")
+    depth: bool = setting(True, help="the freshly built model has a depth head (--no-depth: it has none)")
+    json: bool = setting(False, help="print JSON instead of a table")
 
 
 @dataclass
 class ConvertConfig:
     """`convert`: any supported checkpoint -> the project's .safetensors."""
 
-    input: str
-    output: str
-    half: bool = False  # store float16 tensors
-    description: str | None = None  # a note stored in the metadata
+    input: str = setting(positional=True, help="checkpoint file or Hugging Face directory")
+    output: str = setting(short="-o", required=True, help="output .safetensors path")
+    half: bool = setting(False, help="store float16 tensors (half the size)")
+    overwrite: bool = setting(False, help="replace outputs that already exist (an input is never written)")
+    description: str | None = setting(None, help="a note stored in the metadata (what the weights were trained on)")
 
 
 def _typed(cfg: InfoConfig | ConvertConfig) -> None:
     """The same typed checks as `run`'s settings (for configs built in Python as much as from flags)."""
-    check_settings(type(cfg), asdict(cfg), lambda key: f"'{key}'")
+    check_config(cfg)
 
 
 def run_info(cfg: InfoConfig) -> int:
@@ -60,6 +61,8 @@ def run_info(cfg: InfoConfig) -> int:
 
 def run_convert(cfg: ConvertConfig) -> int:
     _typed(cfg)
+    no_stdout(cfg.output, "a checkpoint (a safetensors file is written whole, then renamed)")
+    check_new([("output", cfg.output)], cfg.overwrite)
     out = convert(cfg.input, cfg.output, half=cfg.half, description=cfg.description)
     print(f"wrote {out}")
     return 0

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..runtime.media_kinds import VIDEO_SUFFIXES
-from ..runtime.sizes import check_size, model_input_size, parse_size
+from ..runtime.sizes import check_multiple, check_size, model_input_size, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,8 @@ class ClipOptions:
             if not 1 <= stride <= 30:
                 raise UserError(f"'{spec}': stride= is the gap in frames between a triplet's frames, 1 to 30")
         size = parse_size(opts["size"], what=f"'{spec}': size=") if "size" in opts else None
-        if size is not None and (size[0] % 32 or size[1] % 32):
-            raise UserError(f"'{spec}': size= must be multiples of 32 (the network's stride), not "
-                            f"{size[0]}x{size[1]}")
+        if size is not None:
+            check_multiple(size, f"'{spec}': size=")
         crop = ints("crop", 4, ":") if "crop" in opts else (0, 0, 0, 0)
         if min(crop) < 0:
             raise UserError(f"'{spec}': crop= takes pixels to cut (>= 0), not '{opts['crop']}'")

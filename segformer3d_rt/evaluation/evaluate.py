@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..model import SegFormer3D
-from ..runtime.device import autocast
-from ..runtime.normalize import Normalizer
+from ..pipeline.forward import Forward
+from ..runtime.backends.base import Network
 from ..runtime.sizes import model_input_size
-from ..runtime.stop import StopRequest
+from ..runtime.stop import StopRequest, loader_worker_exit
 
 
 def _collate(samples: list) -> list:
@@ -34,19 +33,20 @@ def _space_palette(space, meta) -> np.ndarray:
 
 
 @torch.inference_mode()
-def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box: tuple[int, int] | None = None,
-             max_depth: float | None = 80.0, batch_size: int = 4, workers: int = 0,
-             precision: torch.dtype | None = None, limit: int | None = None,
+def evaluate(network: Network, data: Dataset, input_box: tuple[int, int] | None = None,
+             max_depth: float | None = 80.0, batch_size: int = 4, workers: int = 0, limit: int | None = None,
              save_dir: Path | None = None) -> dict[str, Any]:
     """Predictions are resized to each label map's size (labels are never resized). Depth is also scored per
     predicted class (``depth_by_class``; the median scale is the whole image's). Ctrl-C or SIGTERM ends it after
     the image under way: the result covers ``images`` of ``of`` and has ``interrupted`` set. ``per_image``: each
-    image's own figures. ``save_dir``: a picture per image there (``visualise.py``)."""
+    image's own figures. ``save_dir``: a picture per image there (``visualise.py``). The network computes in its
+    own precision on its own device (``runtime/backends``)."""
     from .metrics import DepthMetrics, SegMetrics
     from .visualise import depth_grid, seg_grid, write_png
 
-    meta = model.meta
-    model = model.to(device).eval()
+    meta = network.meta
+    device = network.device
+    forward = Forward(network)
     space = getattr(data, "label_space", None)
     lut = None
     if space is not None:
@@ -63,7 +63,6 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
     # depth error where the model sees each of its classes: the whole-set figure hides whether it is the road
     # or the trees that are wrong (on datasets without labels too: it is the *predicted* class)
     by_class = [(DepthMetrics(max_depth=max_depth), DepthMetrics(max_depth=max_depth)) for _ in meta.class_names]
-    normalise = Normalizer(meta.mean, meta.std, device)
     box = input_box or tuple(meta.input_size)
     n = len(data) if limit is None else min(limit, len(data))
     subset = torch.utils.data.Subset(data, range(n))
@@ -74,14 +73,9 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
 
     def score(sample) -> None:  # one image at a time through the network: sizes may differ
         h, w = sample.image.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(sample.image)).to(device).permute(2, 0, 1)[None].float() / 255
-        x = F.interpolate(x, size=model_input_size((h, w), box), mode="bilinear", align_corners=False, antialias=True)
-        with autocast(device, precision):
-            out = model(normalise(x))
-        pred = None
-        if out.seg_logits is not None:
-            logits = F.interpolate(out.seg_logits.float(), size=(h, w), mode="bilinear", align_corners=False)
-            pred = logits.argmax(1)[0]
+        image = torch.from_numpy(np.ascontiguousarray(sample.image))[None]
+        decoded = forward(image, model_input_size((h, w), box), out_size=(h, w), depth_size=(h, w))
+        pred = decoded.classes[0].long() if decoded.classes is not None else None
         record: dict[str, Any] = {"name": sample.name}
         picture = None
         if sample.labels is not None and pred is not None:
@@ -91,9 +85,8 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
             record["pixel_accuracy"] = float((grouped[known] == labels[known]).float().mean()) if known.any() else None
             if save_dir is not None:
                 picture = seg_grid(sample.image, grouped.cpu().numpy().astype(np.uint8), sample.labels, palette)
-        if sample.depth is not None and out.depth is not None and meta.depth is not None:
-            raw = F.interpolate(out.depth.float(), size=(h, w), mode="bilinear", align_corners=False)
-            pred_d, gt = meta.depth.to_depth(raw)[0, 0], torch.from_numpy(sample.depth).to(device)
+        if sample.depth is not None and decoded.depth is not None:
+            pred_d, gt = decoded.depth[0], torch.from_numpy(sample.depth).to(device)
             scale = median_scale(pred_d, gt, max_depth)  # one scale per image, over all its pixels
             scaled = pred_d * scale
             dep.update(pred_d, gt)
@@ -122,7 +115,7 @@ def evaluate(model: SegFormer3D, data: Dataset, device: torch.device, input_box:
         per_image.append(record)
 
     count = 0
-    with StopRequest() as stop:
+    with StopRequest(expected=loader_worker_exit) as stop:
         for sample in (s for batch in loader for s in batch):
             score(sample)
             count += 1

@@ -245,5 +245,9 @@ def for_run(cfg: Any, meta: Any, box_hw: tuple[int, int]) -> RunAttention:
                         alpha=cfg.alpha, legend=cfg.legend, colormap=cfg.colormap, depth_range=cfg.depth_range)
     renderer = AttentionRenderer(blocks, cfg.attention_head, QueryPoint(cfg.attention_query), box_hw,
                                  beside=cfg.attention_with, render_style=style,
+                                 style=AttentionStyle(cfg.attention_colormap, cfg.attention_alpha),
                                  depth_smoothing=cfg.depth_smoothing)
-    return RunAttention(AttentionRequest(blocks, queries=True), renderer)  # queries: a click may come any time
+    # query vectors are kept only when a query is drawn, or may come (a click in the window); without one the
+    # mean over queries is all that is needed
+    queries = cfg.attention_query is not None or cfg.show
+    return RunAttention(AttentionRequest(blocks, queries=queries), renderer)

@@ -16,6 +16,8 @@ from typing import Any
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..runtime.progress import progress_mode
 from rich.table import Table
 
 from .stats import STAGES, PipelineStats
@@ -70,9 +72,7 @@ class Dashboard:
         self.total = total
         self.source_fps = source_fps
         self.console = console or Console(stderr=True)
-        if mode == "auto":
-            mode = "rich" if self.console.is_terminal else "plain"
-        self.mode = mode
+        self.mode = progress_mode(mode, self.console)
         self.description = description
         self._live: Live | None = None
         self._last_plain = time.perf_counter()

@@ -1,9 +1,9 @@
 """The one forward recipe: uint8 frames -> resized and normalised -> the network -> decoded outputs.
 
 Used by `run` (``infer.InferenceEngine``), `eval`, `bench` and the figure scripts, so that every number any of
-them reports comes from the same arithmetic. The network is anything with the :class:`~segformer3d_rt.runtime.
-backends.base.Network` call contract (the torch model, folded or not, or an exported-network backend); its
-metadata says how to normalise and how to read the depth channel.
+them reports comes from the same arithmetic. The network is a :class:`~segformer3d_rt.runtime.backends.base.Network` (the torch model or an
+exported-network backend; it computes in its own precision); its metadata says how to normalise and how to
+read the depth channel.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..model import ModelMeta, SegFormerOutput
-from ..runtime.device import autocast
+from ..model import SegFormerOutput
+from ..runtime.backends.base import Network
 from ..runtime.normalize import Normalizer
 from .postprocess import upsample_argmax
 
@@ -26,11 +26,11 @@ class Decoded:
 
 class Forward:
     """``forward(images, size)``: B x H x W x 3 uint8 frames (any device) fitted to ``size`` (H, W), normalised
-    with the checkpoint's mean/std, run under autocast in ``precision`` (None: fp32), decoded on the device."""
+    with the checkpoint's mean/std, run by the network, decoded on its device."""
 
-    def __init__(self, network, meta: ModelMeta, device: torch.device, precision: torch.dtype | None = None) -> None:
-        self.network, self.meta, self.device, self.precision = network, meta, device, precision
-        self._normalise = Normalizer(meta.mean, meta.std, device, scale=255.0)  # on raw 0..255 values
+    def __init__(self, network: Network) -> None:
+        self.network, self.meta, self.device = network, network.meta, network.device
+        self._normalise = Normalizer(self.meta.mean, self.meta.std, self.device, scale=255.0)  # on 0..255 values
 
     def inputs(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """uint8 NHWC -> the network's normalised float NCHW input at ``size`` (antialiased when shrinking)."""
@@ -40,8 +40,7 @@ class Forward:
         return self._normalise(x)
 
     def raw(self, x: torch.Tensor) -> SegFormerOutput:
-        with autocast(self.device, self.precision):
-            return self.network(x)
+        return self.network(x)
 
     def decode(self, out: SegFormerOutput, classes_size: tuple[int, int], depth_size: tuple[int, int] | None = None
                ) -> Decoded:

@@ -14,18 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
-from ..model import SegFormer3D
 from ..model.attention import AttentionCapture, AttentionRequest
-from ..model.folding import fold
-from ..runtime.backends.base import Backend
-from ..runtime.cache import LRUCache
+from ..runtime.backends.base import Network
 from ..runtime.cuda_graph import CudaGraphRunner, GraphCache
-from ..runtime.device import autocast, explicit_device, on_device
-from ..runtime.normalize import Normalizer
-from .postprocess import upsample_argmax
+from ..runtime.device import on_device
+from ..runtime.lru import LRUCache
+from .forward import Forward
 
 
 @dataclass
@@ -47,38 +43,26 @@ class BatchResult:
 
 
 class InferenceEngine:
-    """Runs the network with autocast where asked; argmax and depth conversion stay on the device.
+    """Runs the network (:class:`~segformer3d_rt.runtime.backends.base.Network`: torch or an exported backend)
+    through the one forward recipe (``forward.py``); argmax and depth conversion stay on the device."""
 
-    Autocast keeps LayerNorm and softmax in fp32 (they are on autocast's fp32 list), which is what
-    keeps fp16 SegFormer numerically safe; plain ``.half()`` would not.
-    """
-
-    def __init__(self, model: SegFormer3D, device: torch.device, precision: torch.dtype | None,
-                 fold_heads: bool = True, cuda_graphs: bool | None = None, keep_on_device: bool = False,
+    def __init__(self, network: Network, cuda_graphs: bool | None = None, keep_on_device: bool = False,
                  capture_after: int = 2, attention: AttentionRequest | None = None) -> None:
-        self.meta = model.meta
-        device = explicit_device(device)  # 'cuda' -> 'cuda:N': stage threads have their own current device
+        self.network = network
+        self.meta = network.meta
+        device = network.device
         self.device = device
-        self.dtype = precision
-        # an exported-network backend (runtime/backends) is compiled for its device and precision already: it is
-        # called as it is, without folding, autocast or CUDA graphs; post-processing below stays torch
-        self.backend = model if isinstance(model, Backend) else None
-        if self.backend is not None:
-            self.dtype = None
-            self.model = model.to(device)
-        else:
-            model = model.to(device).eval()
-            self.model = fold(model) if fold_heads else model
-        if self.backend is not None and cuda_graphs:
-            raise UserError(f"CUDA graphs need the torch backend, not {self.backend.name}")
-        self.cuda_graphs = (device.type == "cuda" and self.backend is None) if cuda_graphs is None else cuda_graphs
+        self.forward = Forward(network)
+        self.cuda_graphs = (device.type == "cuda" and network.graphable) if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and not network.graphable:
+            raise UserError(f"CUDA graphs need the torch backend, not {network.name}")
         # attention maps (--view attention) come from forward hooks: eager runs only, a graph replay skips hooks
         self.attention = attention
         if attention is not None:
             self.cuda_graphs = False
-            if self.backend is not None:
+            if network.module is None:
                 raise UserError(f"--view attention needs the torch backend (its maps come from hooks), "
-                                f"not {self.backend.name}")
+                                f"not {network.name}")
         if self.cuda_graphs and device.type != "cuda":
             raise UserError("CUDA graphs need a CUDA device")
         self.keep_on_device = keep_on_device  # GPU rendering: outputs stay where they were computed
@@ -90,7 +74,6 @@ class InferenceEngine:
         self._graph_pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self._capture_stream = torch.cuda.Stream(device) if self.cuda_graphs else None
         self._graphs = GraphCache(self._build_graph, capture_after=capture_after, maxsize=8)
-        self._normalise = Normalizer(self.meta.mean, self.meta.std, device, scale=255.0)  # on raw 0..255 values
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         # (shape, dtype) -> two [pinned buffer, last copy's event]. 4 shapes: a run uses one or two (full and
         # last batch); page-locked host memory is scarce (two full-resolution batches per entry). An evicted
@@ -129,22 +112,10 @@ class InferenceEngine:
         dev.record_stream(torch.cuda.current_stream(self.device))
         return DeviceBatch(dev, ready)
 
-    def normalise(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float()
-        if size is not None and tuple(x.shape[2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return self._normalise(x)
-
     def _compute(self, images: torch.Tensor, size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 frames -> (uint8 class map at model input size, depth at stride 4), all on the device."""
-        x = self.normalise(images, size)
-        with autocast(self.device, self.dtype):
-            out = self.model(x)
-        classes = upsample_argmax(out.seg_logits, tuple(x.shape[2:]))
-        depth = None
-        if out.depth is not None and self.meta.depth is not None:
-            depth = self.meta.depth.to_depth(out.depth.float())[:, 0]
-        return classes, depth
+        decoded = self.forward(images, size)
+        return decoded.classes, decoded.depth
 
     @torch.inference_mode()
     def run(self, batch: DeviceBatch, size: tuple[int, int] | None = None) -> BatchResult:
@@ -169,7 +140,7 @@ class InferenceEngine:
             classes, depth = graph(batch.images)
             classes, depth = classes.clone(), (depth.clone() if depth is not None else None)
         elif self.attention is not None:  # the hooks exist only for this forward
-            with AttentionCapture(self.model, self.attention) as capture:
+            with AttentionCapture(self.network.module, self.attention) as capture:
                 classes, depth = self._compute(batch.images, size)
             attention = capture.frames("cpu")
         else:

@@ -10,6 +10,7 @@ from ..errors import UserError
 
 # precision name <-> autocast dtype; None: fp32, no autocast
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what a --precision setting may say
 
 
 def precision_dtype(name: str) -> torch.dtype | None:
@@ -37,17 +38,20 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """None means fp32 (no autocast). auto: fp16 autocast on CUDA, fp32 on CPU."""
+def resolve_precision_name(name: str, device: torch.device) -> str:
+    """What torch computes in for a precision setting: auto is fp16 autocast on CUDA, fp32 on the CPU."""
     if name == "auto":
-        return precision_dtype("fp16") if device.type == "cuda" else None
-    if name == "fp32":
-        return None
-    if name == "fp16":
-        if device.type != "cuda":
-            raise UserError("fp16 needs a CUDA device; use --precision fp32 or bf16 on CPU")
-        return precision_dtype("fp16")
-    return precision_dtype("bf16")
+        return "fp16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("fp16 needs a CUDA device; use --precision fp32 or bf16 on CPU")
+    if name not in PRECISIONS:
+        raise UserError(f"unknown precision '{name}'; choose one of {', '.join(PRECISION_CHOICES)}")
+    return name
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of :func:`resolve_precision_name` (None means fp32: no autocast)."""
+    return precision_dtype(resolve_precision_name(name, device))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -81,3 +85,14 @@ def on_device(device: torch.device) -> contextlib.AbstractContextManager:
     """Make ``device`` the current CUDA device for the block (calls without a device, such as
     ``torch.cuda.synchronize()``, then target it); nothing for other devices."""
     return torch.cuda.device(device) if torch.device(device).type == "cuda" else contextlib.nullcontext()
+
+
+_OOM_WORDS = ("out of memory", "can't allocate memory", "failed to allocate", "cannot allocate memory",
+              "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's (CPU or CUDA), OpenVINO's and Python's ways of saying the memory asked for cannot be had."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in _OOM_WORDS)

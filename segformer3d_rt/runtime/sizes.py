@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from ..errors import UserError
+# MAX_SIDE: the largest side of a size anyone gives (input box, crop, synthetic frames): beyond it a typo such as
+# 100000x100000 would only be found when memory runs out. Its home is the metadata schema, which bounds a
+# checkpoint's input size by the same figure.
+from ..model.metadata import MAX_SIDE
+
+# MiT's deepest stage sees the input at stride 32: every network input side is a multiple of it
+STRIDE = 32
 
 
-# The largest side of a size anyone gives (input box, crop, synthetic frames): beyond this a typo such as
-# 100000x100000 would only be found when memory runs out. 4096 holds 4K video (2160x3840) in one box.
-MAX_SIDE = 4096
-
-
-def check_size(hw: tuple[int, int], *, limit: int = MAX_SIDE, smallest: int = 32,
+def check_size(hw: tuple[int, int], *, limit: int = MAX_SIDE, smallest: int = STRIDE,
                what: str = "size") -> tuple[int, int]:
     """``hw`` itself when each side is in [smallest, limit]; else a UserError naming ``what`` and the bound."""
     h, w = hw
@@ -20,7 +22,7 @@ def check_size(hw: tuple[int, int], *, limit: int = MAX_SIDE, smallest: int = 32
     return h, w
 
 
-def parse_size(text: str, *, limit: int = MAX_SIDE, smallest: int = 32, what: str = "size") -> tuple[int, int]:
+def parse_size(text: str, *, limit: int = MAX_SIDE, smallest: int = STRIDE, what: str = "size") -> tuple[int, int]:
     """'256x512' -> (256, 512), height first; each side in [smallest, limit]."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -41,13 +43,20 @@ def parse_range(text: str, sep: str, what: str) -> tuple[float, float]:
     return lo, hi
 
 
-def model_input_size(frame_hw: tuple[int, int], box_hw: tuple[int, int], multiple: int = 32) -> tuple[int, int]:
-    """Fit the frame into the box keeping its aspect ratio, then round each side to a multiple of 32.
+def model_input_size(frame_hw: tuple[int, int], box_hw: tuple[int, int], multiple: int = STRIDE) -> tuple[int, int]:
+    """Fit the frame into the box keeping its aspect ratio, then round each side to a multiple of the stride.
 
     Rounding (rather than padding) keeps every input pixel useful; the aspect ratio is kept to within
-    one 32-pixel step.
+    one stride step.
     """
     h, w = frame_hw
     s = min(box_hw[0] / h, box_hw[1] / w)
     return (max(multiple, int(round(h * s / multiple)) * multiple),
             max(multiple, int(round(w * s / multiple)) * multiple))
+
+
+def check_multiple(hw: tuple[int, int], what: str) -> tuple[int, int]:
+    """``hw`` when both sides are multiples of :data:`STRIDE`; else a UserError naming ``what``."""
+    if hw[0] % STRIDE or hw[1] % STRIDE:
+        raise UserError(f"{what} {hw[0]}x{hw[1]}: both sides must be multiples of {STRIDE} (the network's stride)")
+    return hw

@@ -1,9 +1,12 @@
-"""`train`'s one typed config: every setting, its default and its bounds."""
+"""`train`'s one typed config: every setting, its default, its bounds and its help (the flags are made from it)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..runtime.progress import PROGRESS_MODES
+from ..runtime.settings import check_config, quoted, setting
+from ..runtime.sizes import MAX_SIDE
 from .losses import DEPTH_LOSSES
 
 FREEZABLE = ("encoder", "seg_head", "depth_head")
@@ -11,80 +14,80 @@ FREEZABLE = ("encoder", "seg_head", "depth_head")
 MAX_BATCH = 256
 MAX_STEPS = 10_000_000
 MAX_WORKERS = 64
+G_DATA, G_OPT, G_LOSS, G_VIDEO, G_RUN = "data", "optimisation", "losses", "video sources", "run"
 
 
 @dataclass
 class TrainConfig:
-    data: tuple[str, ...] = ("synthetic",)  # dataset specs; several are mixed by their weight= option
-    split: str = "train"
-    out: str = "runs/train"
-    variant: str = "b0"
-    num_classes: int = 19
-    decoder_dim: int | None = None
-    crop: tuple[int, int] = (256, 512)  # H x W of training crops
-    scale: tuple[float, float] = (0.5, 2.0)  # random zoom range before cropping
-    input_size: tuple[int, int] | None = None  # recommended inference input stored in the metadata (default: crop)
-    threads: int | None = None  # torch CPU threads
-    steps: int = 10_000
-    batch_size: int = 8
-    lr: float = 6e-4
-    weight_decay: float = 0.01
-    warmup: int = 200
-    poly_power: float = 1.0
-    seg_weight: float = 1.0
-    depth_weight: float = 1.0
-    depth_loss: str = "log-l1"
-    silog_lambda: float = 0.85
-    photometric_weight: float = 1.0  # video sources: the self-supervised loss's weight beside the others
-    smoothness: float = 1e-3  # video sources: edge-aware smoothness of inverse depth (Monodepth2's weight)
-    pose_warmup: int = 200  # video sources: steps in which the photometric loss trains the pose network only
-    pose_lr: float = 1e-3  # video sources: the pose network's peak learning rate (it starts from nothing)
-    freeze: tuple[str, ...] = ()  # "encoder", "seg_head", "depth_head"
-    init: str | None = None  # MiT ImageNet file (encoder) or any full checkpoint
-    resume: str | None = None  # a run directory or its last.state.pt
-    seed: int = 0
-    workers: int = 1
-    amp: bool = True  # mixed precision on CUDA
-    device: str = "auto"
-    save_every: int = 1000
-    log_every: int = 20
-    augment: bool = True
-    progress: str = "auto"
-    balance: float = 0.5  # label weights (median frequency / frequency) ** balance where a dataset counts them
-    sky_depth: float = 100.0  # depth target (m) of sky-labelled pixels without depth: sky is far, never near; 0 = off
+    data: tuple[str, ...] = setting(("synthetic",), repeat=True, group=G_DATA,
+                                    help="dataset spec, repeatable: several are mixed by their weight= option")
+    split: str = setting("train", group=G_DATA, help="dataset split")
+    out: str = setting("runs/train", group=G_RUN, help="run directory for checkpoints")
+    variant: str = setting("b0", group=G_RUN, help="b0..b5")
+    num_classes: int = setting(19, low=1, high=1000, group=G_RUN, help="classes of a freshly built model")
+    decoder_dim: int | None = setting(None, low=1, high=4096, group=G_RUN, default_text="the variant's",
+                                      help="decoder width of a freshly built model")
+    crop: tuple[int, int] = setting((256, 512), size=MAX_SIDE, metavar="HxW", group=G_DATA, help="training crop")
+    scale: tuple[float, float] = setting((0.5, 2.0), low=0.0, low_open=True, high=100.0, metavar="MIN,MAX",
+                                         group=G_DATA, help="random zoom range before cropping")
+    input_size: tuple[int, int] | None = setting(None, size=MAX_SIDE, metavar="HxW", group=G_RUN,
+                                                 default_text="the crop",
+                                                 help="recommended inference input stored in the checkpoint")
+    threads: int | None = setting(None, low=1, high=1024, group=G_RUN, default_text="torch's choice",
+                                  help="torch CPU threads")
+    steps: int = setting(10_000, low=1, high=MAX_STEPS, group=G_OPT, help="iterations")
+    batch_size: int = setting(8, low=1, high=MAX_BATCH, group=G_OPT, help="images per step")
+    lr: float = setting(6e-4, low=0.0, low_open=True, high=1.0, group=G_OPT, help="peak AdamW learning rate")
+    weight_decay: float = setting(0.01, low=0.0, high=1.0, group=G_OPT, help="AdamW weight decay")
+    warmup: int = setting(200, low=0, high=MAX_STEPS, group=G_OPT,
+                          help="linear warm-up iterations, then poly decay")
+    poly_power: float = setting(1.0, low=0.0, high=10.0, group=G_OPT, help="power of the poly decay")
+    seg_weight: float = setting(1.0, low=0.0, high=1000.0, group=G_LOSS, help="segmentation loss weight")
+    depth_weight: float = setting(1.0, low=0.0, high=1000.0, group=G_LOSS, help="depth loss weight")
+    depth_loss: str = setting("log-l1", choices=DEPTH_LOSSES, group=G_LOSS,
+                              help="depth loss (mse: the original's, on the raw channel)")
+    silog_lambda: float = setting(0.85, low=0.0, high=1.0, group=G_LOSS, help="lambda of the silog loss")
+    photometric_weight: float = setting(1.0, low=0.0, high=1000.0, group=G_VIDEO,
+                                        help="weight of the self-supervised loss of video sources")
+    smoothness: float = setting(1e-3, low=0.0, high=1000.0, group=G_VIDEO,
+                                help="edge-aware smoothness of inverse depth (Monodepth2's weight)")
+    pose_warmup: int = setting(200, low=0, high=MAX_STEPS, group=G_VIDEO,
+                               help="steps in which the photometric loss trains the pose network only")
+    pose_lr: float = setting(1e-3, low=0.0, low_open=True, high=1.0, group=G_VIDEO,
+                             help="peak learning rate of the pose network (it starts from nothing)")
+    freeze: tuple[str, ...] = setting((), repeat=True, choices=FREEZABLE, group=G_OPT,
+                                      help="freeze a part (repeatable); --freeze encoder --freeze seg_head is the "
+                                           "original's depth-head-only training")
+    init: str | None = setting(None, group=G_RUN, help="initialise from a MiT ImageNet file (encoder) or any "
+                               "checkpoint")
+    resume: str | None = setting(None, group=G_RUN, help="resume a run directory (or its last.state.pt)")
+    overwrite: bool = setting(False, group=G_RUN, help="train into an --out folder that already holds another run "
+                              "(its checkpoints are replaced)")
+    seed: int = setting(0, group=G_RUN, help="random seed (data order, augmentation, initialisation)")
+    workers: int = setting(1, low=0, high=MAX_WORKERS, group=G_RUN, help="data loader processes")
+    amp: bool = setting(True, group=G_RUN, help="mixed precision on CUDA")
+    device: str = setting("auto", group=G_RUN, help="auto | cpu | cuda[:N]")
+    save_every: int = setting(1000, low=1, high=MAX_STEPS, group=G_RUN, help="steps between checkpoints")
+    log_every: int = setting(20, low=1, high=MAX_STEPS, group=G_RUN, help="steps between plain log lines")
+    augment: bool = setting(True, group=G_DATA, help="zoom, crop, flip, colour, blur and noise")
+    progress: str = setting("auto", choices=PROGRESS_MODES, group=G_RUN,
+                            help="auto: a progress bar on a terminal, plain lines otherwise")
+    balance: float = setting(0.5, low=0.0, high=10.0, group=G_LOSS,
+                             help="rare-label weighting power for datasets that count their labels (CamVid): "
+                                  "(median freq / freq) ** POWER; 0 = off")
+    sky_depth: float = setting(100.0, low=0.0, high=1000.0, group=G_LOSS,
+                               help="depth target in metres for sky pixels without depth (sky is taught as far; "
+                                    "0 = off; per dataset: sky=M in its spec)")
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = (self.data,)
         self.check()
 
-    def check(self) -> None:
-        """Every bound, before any work: one line naming the setting."""
-        def bounded(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
-            if not (lo < value if lo_open else lo <= value) or value > hi:
-                low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-                raise UserError(f"{name} must be {low} and <= {hi:g}, not {value:g}")
+    def check(self, where: Callable[[str], str] = quoted) -> None:
+        """Every type and bound, before any work: one line naming the setting."""
+        from ..errors import UserError
 
+        check_config(self, where)
         if not self.data:
-            raise UserError("data: give at least one dataset")
-        bounded("steps", self.steps, 1, MAX_STEPS)
-        bounded("batch_size", self.batch_size, 1, MAX_BATCH)
-        bounded("lr", self.lr, 0.0, 1.0, lo_open=True)
-        bounded("pose_lr", self.pose_lr, 0.0, 1.0, lo_open=True)
-        bounded("weight_decay", self.weight_decay, 0.0, 1.0)
-        bounded("warmup", self.warmup, 0, MAX_STEPS)
-        bounded("pose_warmup", self.pose_warmup, 0, MAX_STEPS)
-        bounded("poly_power", self.poly_power, 0.0, 10.0)
-        for name in ("seg_weight", "depth_weight", "photometric_weight", "smoothness", "balance", "sky_depth"):
-            bounded(name, getattr(self, name), 0.0, 1000.0)
-        bounded("silog_lambda", self.silog_lambda, 0.0, 1.0)
-        bounded("workers", self.workers, 0, MAX_WORKERS)
-        bounded("save_every", self.save_every, 1, MAX_STEPS)
-        bounded("log_every", self.log_every, 1, MAX_STEPS)
-        if self.threads is not None:
-            bounded("threads", self.threads, 1, 1024)
-        if self.depth_loss not in DEPTH_LOSSES:
-            raise UserError(f"unknown depth loss '{self.depth_loss}'; choose one of {', '.join(DEPTH_LOSSES)}")
-        for part in self.freeze:
-            if part not in FREEZABLE:
-                raise UserError(f"cannot freeze '{part}'; choose from {', '.join(FREEZABLE)}")
+            raise UserError(f"{where('data')}: give at least one dataset")

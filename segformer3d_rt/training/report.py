@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..runtime.progress import progress_mode
 from .config import TrainConfig
 
 
@@ -14,10 +15,7 @@ class Reporter:
 
         self.cfg, self.start = cfg, start
         self.console = Console(stderr=True)
-        mode = cfg.progress
-        if mode == "auto":
-            mode = "rich" if self.console.is_terminal else "plain"
-        self.mode = mode
+        self.mode = progress_mode(cfg.progress, self.console)
         self.t0 = time.perf_counter()
         self.images = 0
         self.avg: dict[str, float] = {}

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import UserError
 from ..model import SegFormer3D, save_checkpoint
+from ..runtime.paths import OVERWRITE_FLAG, no_stdout
 
 WEIGHTS = "last.safetensors"
 STATE = "last.state.pt"
@@ -23,14 +24,17 @@ def resume_path(resume: str) -> Path:
     return p
 
 
-def check_out(out: Path, resume: str | None) -> None:
-    """Never train over a finished run: --out may hold one only when that is the run being resumed."""
+def check_out(out: Path, resume: str | None, overwrite: bool = False) -> None:
+    """Never train over a finished run: --out may hold one only when that is the run being resumed, or when
+    asked to replace it."""
+    no_stdout(str(out), "a training run (a folder of checkpoints)")
     held = [n for n in (WEIGHTS, STATE) if (out / n).exists()]
-    if not held:
+    if not held or overwrite:
         return
     if resume and resume_path(resume).parent.resolve() == out.resolve():
         return
-    raise UserError(f"'{out}' already holds a run ({held[0]}); give another --out, or --resume {out} to continue it")
+    raise UserError(f"'{out}' already holds a run ({held[0]}); give another --out, --resume {out} to continue it, "
+                    f"or {OVERWRITE_FLAG} to replace it")
 
 
 def load_state(resume: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..model import SegFormer3D, build_model, load_encoder, read_checkpoint
 from ..model.checkpoints import load_state_strict
 from ..model.metadata import IMAGENET_MEAN, IMAGENET_STD
-from ..runtime.stop import StopRequest
+from ..runtime.stop import StopRequest, loader_worker_exit
 from . import run_state
 from .config import TrainConfig
 from .losses import depth_loss, scale_invariant_loss, set_loss
@@ -103,7 +103,7 @@ def build_training_model(cfg: TrainConfig) -> tuple[SegFormer3D, str]:
 def train(cfg: TrainConfig) -> Path:
     """Run training; returns the path of the final checkpoint."""
     from ..model.posenet import PoseNet
-    from ..runtime.device import resolve_device
+    from ..runtime.device import is_out_of_memory, resolve_device
 
     cfg.check()
     device = resolve_device(cfg.device)
@@ -114,7 +114,7 @@ def train(cfg: TrainConfig) -> Path:
     model.to(device)
     _set_frozen(model, cfg.freeze)
     out = Path(cfg.out)
-    run_state.check_out(out, cfg.resume)
+    run_state.check_out(out, cfg.resume, cfg.overwrite)
     state = run_state.load_state(cfg.resume) if cfg.resume else None
 
     mean, std = model.meta.mean, model.meta.std
@@ -170,9 +170,16 @@ def train(cfg: TrainConfig) -> Path:
     batches = iter(loader)  # creating the iterator draws from torch's RNG: restore the state after it
     if state is not None:
         torch.set_rng_state(state["torch_rng"])
-    with reporter, StopRequest() as stop:
+    with reporter, StopRequest(expected=loader_worker_exit) as stop:
         for groups in batches:
-            losses, n_all = _step(model, pose, opt, sched, scaler, groups, sources, cfg, device, use_amp)
+            try:
+                losses, n_all = _step(model, pose, opt, sched, scaler, groups, sources, cfg, device, use_amp)
+            except (RuntimeError, MemoryError) as e:
+                if not is_out_of_memory(e):
+                    raise
+                raise UserError(f"not enough memory on {device} for a step of --batch-size {cfg.batch_size} "
+                                f"(crops {cfg.crop[0]}x{cfg.crop[1]} and each source's own size); lower "
+                                "--batch-size or --crop") from None
             step += 1
             reporter.step(step, losses, opt.param_groups[0]["lr"], n_all)
             if _save_due(step, cfg):

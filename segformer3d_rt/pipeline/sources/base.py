@@ -44,6 +44,11 @@ class Source(abc.ABC):
     time_base: Fraction | None = None  # of Frame.pts_raw, when the source has container timestamps
     reopenable: bool = True  # False for a FIFO: read once, so nothing else (audio copy, a second pass) may open it
     on_damage: DamageCallback | None = None  # told of undecodable packets skipped (set before frames())
+    width: int = 0  # of the frames, when known before the first (0: not known)
+    height: int = 0
+    decoder: str | None = None  # what decodes it ("h264 (software, 1 thread)", "h264_cuvid"), where it says
+    has_audio: bool | None = None  # None: not known (an output copies the audio of ``path`` if it has any)
+    files: tuple = ()  # the image files of an image source, in order (an image-folder output names its pictures)
 
     @abc.abstractmethod
     def frames(self) -> Iterator[Frame]:

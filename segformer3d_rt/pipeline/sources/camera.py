@@ -60,6 +60,7 @@ class CameraSource(Source):
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else None
         w, h = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.width, self.height = w, h  # as the driver says it opened: frames may still come otherwise
         self.description = f"camera {self.label} {w}x{h} {describe_fps(self.fps)}"
 
     def _release(self) -> None:

@@ -78,6 +78,7 @@ class ImageSource(Source):
                 raise SourceError(f"cannot read image '{path}': not a valid image file")
             self._files = [p]
             h, w = self._first.shape[:2]
+            self.width, self.height = w, h  # one image: its size is the run's (a folder's may differ)
             self.description = f"image {p.name} {w}x{h}"
         else:
             raise SourceError(f"cannot open image '{path}': file not found")

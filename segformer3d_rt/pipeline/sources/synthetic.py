@@ -79,6 +79,7 @@ class SyntheticSource(Source):
         self._world = SyntheticWorld(seed=seed, height=height, width=width, fps=self.fps)
         self._stop = threading.Event()
         length = f"{frames} frames" if frames else "unlimited"
+        self.width, self.height = width, height
         self.description = f"synthetic seed={seed} {width}x{height} {describe_fps(self.fps)} {length}"
 
     @classmethod

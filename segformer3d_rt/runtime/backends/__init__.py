@@ -15,16 +15,19 @@ import torch
 
 from ...errors import UserError
 from ...model import SegFormer3D, load_model
-from .base import Backend
+from .base import Backend, Network
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime", "tensorrt")
 CPU_BACKENDS = ("openvino", "onnxruntime")
+# what each exported-network backend computes in
+BACKEND_PRECISIONS = {"openvino": ("fp32", "bf16"), "onnxruntime": ("fp32",), "tensorrt": ("fp16", "fp32")}
 # exported files and the backends that can run them
 EXPORTED = {".onnx": ("openvino", "onnxruntime", "tensorrt"), ".xml": ("openvino",), ".engine": ("tensorrt",)}
 
-__all__ = ["BACKENDS", "Backend", "is_exported", "open_backend", "open_network", "resolve_backend"]
+__all__ = ["BACKENDS", "BACKEND_PRECISIONS", "Backend", "Network", "is_exported", "open_backend", "open_network",
+           "resolve_backend", "torch_network"]
 
 
 def is_exported(path: str | Path | None) -> bool:
@@ -96,10 +99,24 @@ def open_backend(name: str, source: SegFormer3D | str | Path, device: torch.devi
 
 
 def open_network(weights: str | Path, backend: str, device: torch.device, precision: str = "auto",
-                 size: tuple[int, int] | None = None) -> SegFormer3D | Backend:
-    """A checkpoint or exported file, ready to call: the torch model (for the torch backend) or a backend."""
+                 size: tuple[int, int] | None = None, fold_heads: bool = True) -> Network:
+    """A checkpoint or exported file, ready to call on ``device``: the torch model (for the torch backend) or an
+    exported-network backend, both as a :class:`Network`."""
     name = resolve_backend(backend, weights, device)
     if name == "torch":
-        return load_model(weights)
+        return torch_network(load_model(weights), device, precision, fold_heads)
     source: SegFormer3D | Path = Path(weights) if is_exported(weights) else load_model(weights)
     return open_backend(name, source, device, precision, size)
+
+
+def torch_network(model: SegFormer3D, device: torch.device, precision: str = "auto",
+                  fold_heads: bool = True) -> Network:
+    """A torch model as a :class:`Network` (precision auto: fp16 autocast on CUDA, fp32 on the CPU)."""
+    from ..device import resolve_precision_name
+    from .torch_model import TorchNetwork
+
+    asked = precision
+    precision = resolve_precision_name(precision, torch.device(device))
+    where = "CUDA" if torch.device(device).type == "cuda" else "the CPU"
+    return TorchNetwork(model, device, precision, fold_heads, note=f"auto: {precision} on {where}" if asked == "auto"
+                        else "")

@@ -1,28 +1,51 @@
-"""What every exported-network backend is: the torch model's call contract as InferenceEngine and evaluate() use it.
+"""What every network is (:class:`Network`): the torch model (``torch_network.py``) and the exported-network
+backends (:class:`Backend`: OpenVINO, ONNX Runtime, TensorRT) alike.
 
-A backend takes the normalised N x 3 x H x W float32 tensor and returns a ``SegFormerOutput`` (stride-4 seg
-logits and raw depth, float32, on the backend's device), and carries ``meta`` (the checkpoint's ModelMeta),
-``name``, ``precision`` (what it computes in), ``note`` (why that precision) and ``startup_s``.
+A network takes the normalised N x 3 x H x W float32 tensor and returns a ``SegFormerOutput`` (stride-4 seg
+logits and raw depth, on the network's device), and carries ``meta`` (the checkpoint's ModelMeta), ``name``,
+``device``, ``precision`` (what it computes in), ``note`` (why that precision) and ``startup_s``. The callers
+(the pipeline, eval, bench) ask only this; nothing branches on which kind it is.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from ...errors import CheckpointError, UserError
+from ...errors import CheckpointError
 from ...model import ModelMeta, SegFormerOutput
 from ...model.export import DEPTH, INPUT, SEG, ExportInfo
 
 log = logging.getLogger(__name__)
 
 
+class Network(Protocol):
+    meta: ModelMeta
+    name: str  # "torch", "openvino", "onnxruntime", "tensorrt"
+    device: torch.device
+    precision: str  # what it computes in (a name of runtime.device.PRECISIONS)
+    note: str  # why that precision ("" when simply asked for)
+    startup_s: float  # building it: export, compile, folding, first call
+    module: torch.nn.Module | None  # the torch module it runs, where hooks (attention maps) can see its layers
+    graphable: bool  # its calls are torch operations a CUDA graph can capture
+
+    def __call__(self, x: torch.Tensor) -> SegFormerOutput: ...
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Get ready for inputs of this N x 3 x H x W shape (compile now, not on the first frame)."""
+
+    def describe(self) -> str: ...
+
+
 class Backend:
     """Base of the OpenVINO, ONNX Runtime and TensorRT backends; subclasses implement ``_infer``."""
 
     name = "?"
+    module = None  # an exported graph: no torch layers to hook
+    graphable = False  # it runs outside torch
 
     def __init__(self, meta: ModelMeta, info: ExportInfo, device: torch.device, precision: str,
                  note: str = "", startup_s: float = 0.0) -> None:
@@ -56,14 +79,8 @@ class Backend:
         shrink = x.shape[2] > size[0] or x.shape[3] > size[1]
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
-    # torch-module look-alikes, for callers written for an nn.Module (evaluate(): model.to(device).eval())
-    def to(self, device: torch.device | str) -> "Backend":
-        if torch.device(device).type != self.device.type:
-            raise UserError(f"the {self.name} backend runs on {self.device.type}, not {torch.device(device)}")
-        return self
-
-    def eval(self) -> "Backend":
-        return self
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Compile for this shape now (backends that compile per shape override it)."""
 
     def describe(self) -> str:
         why = f" ({self.note})" if self.note else ""

@@ -26,6 +26,7 @@ class Fidelity:
     argmax_agreement: float  # share of stride-4 pixels with the same class
     max_abs_depth: float | None = None  # max |raw depth difference|
     depth_rel: float | None = None  # mean |d - d_ref| / d_ref, depth in the checkpoint's unit
+    depth_rel_p99: float | None = None  # its 99th percentile
 
     def passes(self, min_argmax: float = BF16_MIN_ARGMAX, max_depth_rel: float = BF16_MAX_DEPTH_REL) -> bool:
         return self.argmax_agreement >= min_argmax and (self.depth_rel is None or self.depth_rel <= max_depth_rel)
@@ -56,7 +57,9 @@ def compare(ref: SegFormerOutput, out: SegFormerOutput, meta: ModelMeta) -> Fide
         fid["max_abs_depth"] = (rd - od).abs().max().item()
         if meta.depth is not None:
             d_ref, d = meta.depth.to_depth(rd), meta.depth.to_depth(od)
-            fid["depth_rel"] = ((d - d_ref).abs() / d_ref.clamp_min(1e-6)).mean().item()
+            rel = (d - d_ref).abs() / d_ref.clamp_min(1e-6)
+            fid["depth_rel"] = rel.mean().item()
+            fid["depth_rel_p99"] = torch.quantile(rel.flatten()[:1_000_000].float(), 0.99).item()
     return Fidelity(**fid)
 
 

@@ -16,7 +16,7 @@ from ...errors import CheckpointError, UserError
 from ...model import ModelMeta, SegFormer3D
 from ...model.export import INPUT, ExportInfo, export_onnx, onnx_metadata, save_onnx
 from .base import Backend
-from .cache import cache_dir, model_digest
+from .disk_cache import cache_dir, model_digest
 from .files import read_onnx
 
 

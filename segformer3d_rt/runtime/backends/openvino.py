@@ -19,9 +19,10 @@ import torch
 from ...errors import CheckpointError, UserError
 from ...model import ModelMeta, SegFormer3D
 from ...model.export import INPUT, ExportInfo, export_onnx, onnx_metadata, parse_metadata
-from ..cache import LRUCache
+from ..lru import LRUCache
+from ..sizes import STRIDE
 from .base import Backend, check_interface, check_outputs_match
-from .cache import cache_dir, file_digest, model_digest
+from .disk_cache import cache_dir, file_digest, model_digest
 from .fidelity import Fidelity, check_input, compare
 from .files import read_onnx
 
@@ -180,7 +181,7 @@ def _check_size(info: ExportInfo, size: tuple[int, int] | None) -> tuple[int, in
     if not info.dynamic:
         return tuple(info.input_size)
     h, w = size or info.input_size
-    return max(32, h // 32 * 32), max(32, w // 32 * 32)
+    return max(STRIDE, h // STRIDE * STRIDE), max(STRIDE, w // STRIDE * STRIDE)
 
 
 def bf16_fidelity(model: Any, meta: ModelMeta, info: ExportInfo, size: tuple[int, int],

@@ -2,9 +2,11 @@
 
 fp16 engines are built from the mixed fp16 graph (model/onnx_fp16.py: LayerNorm and softmax in fp32) as a
 strongly typed network, which is what TensorRT 11 requires (it has no precision flags) and what 10.x accepts
-(STRONGLY_TYPED). An .engine file is TensorRT's serialised plan behind a small header of ours holding the
-metadata: ``MAGIC``, a 4-byte little-endian length, that many bytes of JSON, then the plan. Engines are tied to
-the GPU and TensorRT version that built them; a checkpoint's engine is cached in ``<cache>/tensorrt``.
+(STRONGLY_TYPED); an .onnx file is built as it is. An .engine file is TensorRT's serialised plan behind a small
+header of ours: ``MAGIC``, a 4-byte little-endian length, that many bytes of JSON (the model's metadata, the export
+info, the batch limit and the TensorRT version), then the plan. Engines are tied to the GPU and TensorRT version
+that built them; the engines built from a checkpoint or from an .onnx file are cached in ``<cache>/tensorrt``
+(``disk_cache.py``).
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import torch
 from ...errors import CheckpointError, UserError
 from ...model import ModelMeta, SegFormer3D
 from ...model.export import INPUT, ExportInfo, export_onnx, onnx_metadata, parse_metadata
+from ..sizes import STRIDE
 from .base import Backend
-from .cache import cache_dir, file_digest, model_digest
+from .disk_cache import cache_dir, file_digest, model_digest
 
 MAGIC = b"S3DRT-TRT1"
 MAX_BATCH = 8
@@ -46,7 +49,9 @@ def _logger(trt: Any) -> Any:
 
 def build_plan(proto: Any, info: ExportInfo, max_batch: int = MAX_BATCH) -> bytes:
     """A serialised TensorRT plan for the ONNX graph: batch 1..max_batch; H and W fixed, or for a dynamic
-    export 32..the export size (the pipeline fits frames inside the input box, so they never exceed it)."""
+    export 32..the export size. The pipeline fits frames into its input box and rounds each side to a multiple
+    of 32, which stays within the box only when the box's sides are multiples of 32 (``export`` requires that
+    of its sizes; a run's --input-size may round up past it, and _infer then refuses the input)."""
     trt = require_tensorrt()
     logger = _logger(trt)
     builder = trt.Builder(logger)
@@ -60,7 +65,7 @@ def build_plan(proto: Any, info: ExportInfo, max_batch: int = MAX_BATCH) -> byte
         raise UserError(f"TensorRT cannot parse the exported graph: {errors[:300]}")
     config = builder.create_builder_config()
     h, w = info.input_size
-    low = (1, 3, 32, 32) if info.dynamic else (1, 3, h, w)
+    low = (1, 3, STRIDE, STRIDE) if info.dynamic else (1, 3, h, w)
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT, low, (1, 3, h, w), (max_batch, 3, h, w))
     config.add_optimization_profile(profile)
