@@ -1,6 +1,8 @@
 """Small checks several test files share."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import signal
 import subprocess
@@ -25,11 +27,18 @@ def one_error_line(capsys: pytest.CaptureFixture, argv: list[str], *needles: str
     return lines[0]
 
 
+def partial_files(out: Path) -> list[Path]:
+    """The files runs write before ``out`` is final: NAME.<pid>-<random>.partial, one per run, never shared (and
+    NAME.partial, the one name every run shared before)."""
+    return sorted(out.parent.glob(f"{glob.escape(out.name)}*.partial"))
+
+
 def _partial_size(out: Path) -> int:
-    try:
-        return out.with_name(out.name + ".partial").stat().st_size
-    except FileNotFoundError:
-        return 0
+    sizes = [0]
+    for p in partial_files(out):
+        with contextlib.suppress(FileNotFoundError):
+            sizes.append(p.stat().st_size)
+    return max(sizes)
 
 
 def wait_for_frames(out: Path, proc: subprocess.Popen, settle_s: float = 1.0) -> None:

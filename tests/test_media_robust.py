@@ -3,6 +3,7 @@ only failed after the last frame, damage mid-file, rotation metadata, FIFOs, and
 Every clip is made here with PyAV (no ffmpeg CLI needed); the damaged one is cut from a shared dashcam clip."""
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -114,8 +115,9 @@ class Probe:
 
 
 def _no_leftovers(path: Path) -> None:
+    """Nothing under the name, no partial file of any run (NAME.<pid>-<random>.partial)."""
     assert not path.exists()
-    assert not path.with_name(path.name + ".partial").exists()
+    assert not list(path.parent.glob(f"{glob.escape(path.name)}*.partial")), list(path.parent.iterdir())
 
 
 # -- 2. audio the container cannot hold ----------------------------------------------------------------------
@@ -132,6 +134,7 @@ def test_mjpeg_pcm_avi_to_mp4_transcodes_the_audio_and_keeps_every_frame(tmp_pat
     lines = [r.getMessage() for r in caplog.records if "audio of 'cam.avi'" in r.getMessage()]
     assert len(lines) == 1 and "pcm_s16le cannot be copied into out.mp4" in lines[0] and "AAC" in lines[0]
     _no_leftovers(out.with_name("out.mp4.partial"))
+    assert not list(tmp_path.glob("out.mp4*.partial"))
 
 
 def test_opus_webm_to_mov_transcodes_and_to_mkv_copies(tmp_path):
@@ -459,7 +462,7 @@ def test_fifo_source_is_opened_once_and_read_to_the_end(tmp_path, caplog):
                     result["again"] = str(e)
                 cfg = RunConfig(source=str(fifo), outputs=[str(tmp_path / "o.mp4")], preset="ultrafast")
                 with caplog.at_level(logging.WARNING), ExitStack() as stack:
-                    sinks, _, _ = _open_sinks(cfg, source, stack)
+                    sinks, _, _, _ = _open_sinks(cfg, source, stack)
                     result["audio"] = sinks[0].audio_mode
         except Exception as e:  # reported below
             result["error"] = e

@@ -1,6 +1,7 @@
 """Output sinks: real encodes of the shared dashcam clips, read back with PyAV."""
 from __future__ import annotations
 
+import glob
 import sys
 import time
 from fractions import Fraction
@@ -94,8 +95,10 @@ class Probe:
 
 
 def _no_leftovers(path: Path) -> None:
+    """Nothing under the name, no partial file of any run (NAME.<pid>-<random>.partial), no lock (.NAME.lock)."""
     assert not path.exists()
-    assert not path.with_name(path.name + ".partial").exists()
+    assert not list(path.parent.glob(f"{glob.escape(path.name)}*.partial")), list(path.parent.iterdir())
+    assert not path.with_name(f".{path.name}.lock").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,7 +110,7 @@ def test_mp4_full_clip_keeps_timestamps_pixels_and_audio(tmp_path: Path) -> None
     out = tmp_path / "out.mp4"
     sink = _write(out, frames, time_base=frames[0].time_base, audio_from=src, crf=18)
     assert sink.frames_written == len(frames) == 38
-    assert not out.with_name("out.mp4.partial").exists()
+    assert not sink.partial_path.exists()
 
     got, ref = Probe(out), Probe(src)
     assert got.video_codec == "h264"
@@ -221,9 +224,9 @@ def test_mp4_replaces_target_only_when_complete(tmp_path: Path) -> None:
         for f in frames:
             sink.write(f, f.image)
         assert out.read_bytes() == b"previous run"
-        assert out.with_name("out.mp4.partial").exists()
+        assert sink.partial_path.exists()
     assert len(Probe(out).pts) == 3
-    assert not out.with_name("out.mp4.partial").exists()
+    assert not sink.partial_path.exists()
 
 
 def test_mp4_creates_missing_directories(tmp_path: Path) -> None:

@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import secrets
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UserError, reason
+from ..errors import SinkError, UserError, reason
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here (see OutputLock)
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -86,7 +96,13 @@ def check_outputs(inputs: list[tuple[str, str | Path]], outputs: list[tuple[str,
     ``side_files``: further files an output writes first (``out.mp4.partial``), by output path."""
     existing_inputs = [(what, Path(p)) for what, p in inputs if p and os.path.lexists(p)]
     seen: list[tuple[str, Path]] = []
+    streamed = [what for what, out in outputs if str(out) == STDOUT]
+    if len(streamed) > 1:
+        raise UserError(f"the {streamed[0]} and the {streamed[1]} both go to standard output ('-'); give one of "
+                        "them a file")
     for what, out in outputs:
+        if str(out) == STDOUT:
+            continue
         out = Path(out)
         for in_what, src in existing_inputs:
             for written in [out, *(side_files or {}).get(str(out), [])]:
@@ -104,32 +120,181 @@ def check_outputs(inputs: list[tuple[str, str | Path]], outputs: list[tuple[str,
         seen.append((what, out))
 
 
+STDOUT = "-"  # as an output path: standard output (a JSON report, or a fragmented MP4 stream)
+OVERWRITE_FLAG = "--overwrite"  # the one policy: an existing output is replaced only when the user says so
+
+
+def no_stdout(path: str | Path, what: str) -> None:
+    """One line for an output that cannot go to standard output ('-' means it wherever a path is asked for)."""
+    if str(path) == STDOUT:
+        raise UserError(f"'-' (standard output) cannot take {what}; give a path")
+
+
+def check_new(outputs: list[tuple[str, str | Path]], overwrite: bool) -> None:
+    """Refuse (one line naming the flag) an output that already exists, unless ``overwrite``: a file, or a folder
+    that holds anything. Inputs are never written whatever it says (:func:`check_outputs`)."""
+    if overwrite:
+        return
+    for what, out in outputs:
+        if str(out) == STDOUT:
+            continue
+        p = Path(out)
+        if p.is_dir():
+            if any(p.iterdir()):
+                raise UserError(f"{what} '{out}' is a folder that already holds files; give {OVERWRITE_FLAG} to "
+                                "write into it anyway, or a new or empty folder")
+        elif os.path.lexists(p):
+            raise UserError(f"{what} '{out}' already exists; give {OVERWRITE_FLAG} to replace it")
+
+
 def partial_path(path: str | Path) -> Path:
-    """Where a file is written before it is renamed into place: ``NAME.partial``."""
+    """The name the output checks keep free beside an output: ``NAME.partial`` (what earlier versions wrote to;
+    files are now written to :func:`create_temp`'s names of their own, which never exist before)."""
     p = Path(path)
     return p.with_name(p.name + ".partial")
 
 
+# ----------------------------------------------------------------------------------------------
+# An output being written is owned by its run: a temporary name nobody else has (two runs never share one), and
+# an advisory lock that a second run aiming at the same output finds taken before it does any work.
+
+def create_temp(path: str | Path) -> tuple[Path, int]:
+    """A new, empty file beside ``path`` that belongs to this run alone: ``NAME.<pid>-<random>.partial``, created
+    exclusively (never an existing file, never another run's). Returns (its path, a descriptor open on it for
+    writing; the caller closes it). OSError when the folder cannot hold it."""
+    p = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        temp = p.with_name(f"{p.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+        try:
+            return temp, os.open(temp, flags, 0o644)
+        except FileExistsError:  # 32 random bits taken already: draw again
+            continue
+
+
+def still_there(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed, its folder not removed or replaced)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return _identity(path) == (st.st_dev, st.st_ino)
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of an output: ``.NAME.lock`` beside it, in its folder resolved (two names of one folder, one
+    lock; the name itself is not resolved: it is the name that is replaced when the output is complete)."""
+    p = Path(path)
+    if p.name in ("", ".", ".."):  # a folder output named by "." or "..": lock it by its real name
+        p = Path(os.path.realpath(p))
+    else:
+        p = Path(os.path.realpath(p.parent)) / p.name
+    return p.with_name(f".{p.name}.lock")
+
+
+class OutputLock:
+    """An advisory lock (``fcntl.flock``) on ``.NAME.lock`` beside an output, held from before the first frame
+    until the output is final, so that a second run aiming at the same output is refused before any work
+    (SinkError, one line naming the run that holds it). The lock file holds the holder's pid and is removed on
+    release; after a crash (``kill -9``, a power cut) the kernel has released the lock, and the file left behind is
+    simply taken over. Where there are no flock locks (Windows, some network file systems) outputs are not locked
+    (one debug line)."""
+
+    def __init__(self, output: str | Path) -> None:
+        self.output = Path(output)
+        self.path = lock_path(output)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; SinkError when another run holds it, OSError when the lock file cannot be made."""
+        if fcntl is None:
+            log.debug("no advisory locks on this system: '%s' is not locked", self.output)
+            return
+        while self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise SinkError(f"cannot write '{self.output}': another run is writing it"
+                                + (f" (pid {holder})" if holder.isdigit() else "")
+                                + "; wait for it to finish or choose another output name") from None
+            except OSError as e:  # no flock on this file system: write unlocked rather than not at all
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                log.debug("cannot lock '%s' (%s): writing it unlocked", self.output, reason(e))
+                return
+            if still_there(self.path, fd):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+            else:  # its previous holder removed the file between our open and our lock: lock the new one
+                os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock file and let go (idempotent): the file goes first, while still held, so that a run
+        locking it meanwhile notices (``still_there``) and locks the next one."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if still_there(self.path, fd):
+                self.path.unlink()
+        except OSError as e:
+            log.debug("cannot remove '%s': %s", self.path, reason(e))
+        finally:
+            os.close(fd)
+
+
+def claim_output(path: str | Path) -> OutputLock:
+    """Lock ``path`` for this run (see :class:`OutputLock`): SinkError, one line, when another run is writing it
+    or the lock cannot be made there."""
+    lock = OutputLock(path)
+    try:
+        lock.acquire()
+    except OSError as e:
+        raise SinkError(f"cannot write '{path}': {reason(e)}") from e
+    return lock
+
+
 def check_json_output(path: str | Path, what: str, inputs: list[tuple[str, str | Path]],
-                      outputs: list[tuple[str, str | Path]] = ()) -> None:
+                      outputs: list[tuple[str, str | Path]] = (), overwrite: bool = False) -> None:
     """Before any work: refuse a JSON output (``what``, e.g. "results JSON") that would land on an input or on
-    another output, or that cannot be written there; so a finished run never ends in a lost report."""
+    another output, that exists (unless ``overwrite``), or that cannot be written there; so a finished run never
+    ends in a lost report. ``-``: standard output."""
     check_outputs(inputs, [(what, path), *outputs], {str(Path(path)): [partial_path(path)]})
+    if str(path) == STDOUT:
+        return
+    check_new([(what, path)], overwrite)
     if not writable_file(path):
         raise UserError(f"cannot write the {what} to '{path}': not a writable location")
 
 
 def write_json(path: str | Path, data: Any, what: str, default: Callable[[Any], Any] = str) -> None:
-    """Write ``data`` as JSON through ``NAME.partial`` renamed into place: a reader never sees half a file, and a
-    failure leaves nothing behind but one line naming ``what`` (e.g. "stats"). ``default``: how values JSON
-    does not know are written (``float`` keeps numpy scalars numbers)."""
+    """Write ``data`` as JSON through a temporary file of this run's own (:func:`create_temp`) renamed into place:
+    a reader never sees half a file, two runs never write into one file, and a failure leaves nothing behind but
+    one line naming ``what`` (e.g. "stats"). ``default``: how values JSON does not know are written (``float``
+    keeps numpy scalars numbers). ``-``: standard output."""
+    if str(path) == STDOUT:
+        try:
+            sys.stdout.write(json.dumps(data, indent=2, default=default) + "\n")
+            sys.stdout.flush()
+        except OSError as e:
+            raise UserError(f"cannot write the {what} to standard output: {e.strerror or e}") from None
+        return
     p = Path(path)
-    tmp = partial_path(p)
+    tmp: Path | None = None
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2, default=default))
+        text = json.dumps(data, indent=2, default=default)
+        tmp, fd = create_temp(p)
+        with open(fd, "w") as f:
+            f.write(text)
         tmp.replace(p)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {what} to '{path}': {e.strerror or e}") from None

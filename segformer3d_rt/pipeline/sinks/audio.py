@@ -1,5 +1,5 @@
-"""The output's audio, settled before the first frame: copied as is when the container takes it, else transcoded
-to AAC, else left out with one warning line.
+"""The output's audio, settled before the first frame, every track of the source: each copied as is when the
+container takes it, else transcoded to AAC, else left out with one warning line naming it.
 
 Each plan is tried first on the file's first packets, muxed into an in-memory container of the output's format
 with its trailer written, so that a codec the container refuses (PCM from an .avi into .mp4, Opus from a .webm into
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import av
 
 from ...errors import SinkError
 from ..media import error_reason, ffmpeg_errors
+from .base import is_write_failure
 
 __all__ = ["TRANSCODE_CODEC", "AudioTrack", "plan_audio"]
 
@@ -26,6 +27,7 @@ _TRIAL_PACKETS = 32
 _AAC_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}  # others are downmixed to stereo
 _FALLBACK_RATE = 48000
 _BITS_PER_CHANNEL = 64_000
+_KEPT_METADATA = ("language", "title")  # what tells several tracks apart in a player's menu
 
 
 def _open_input(path: str) -> av.container.InputContainer:
@@ -35,15 +37,22 @@ def _open_input(path: str) -> av.container.InputContainer:
         raise SinkError(f"cannot read audio from '{path}': {error_reason(e)}") from e
 
 
+def _label(path: str, index: int, count: int) -> str:
+    """How a track is named in messages: "audio of 'x.mp4'", or "audio track 2 of 'x.mp4'" among several."""
+    return f"audio of '{path}'" if count <= 1 else f"audio track {index + 1} of '{path}'"
+
+
 class AudioTrack:
-    """Writes the first audio stream of a file into an output container, packet by packet, interleaved with the
-    video: ``mode`` "copy" (as is) or "transcode" (decoded and encoded to AAC).
+    """Writes one audio stream of a file (``index``: the n-th audio stream, default the first) into an output
+    container, packet by packet, interleaved with the video: ``mode`` "copy" (as is) or "transcode" (decoded and
+    encoded to AAC). Each track reads the file through its own demuxer, so several tracks interleave independently.
 
     ``shift_s`` (given to ``attach``) is subtracted from every timestamp (the video restamped from 0). Once
-    attached, an error while reading or writing the audio stops the audio with one warning and leaves the video
-    alone; ``strict`` (the trial) raises instead."""
+    attached, an error while reading the audio, or a packet the muxer refuses, stops this track with one warning
+    and leaves the video alone; a failing output file (full disk, I/O error) is the whole file's failure and is
+    raised; ``strict`` (the trial) raises every error."""
 
-    def __init__(self, path: str | Path, mode: str = "copy", *, strict: bool = False) -> None:
+    def __init__(self, path: str | Path, mode: str = "copy", *, strict: bool = False, index: int = 0) -> None:
         if mode not in ("copy", "transcode"):
             raise ValueError(f"unknown audio mode {mode!r}")
         self.path = str(path)
@@ -51,7 +60,8 @@ class AudioTrack:
         self._strict = strict
         self._input = _open_input(self.path)
         audio = self._input.streams.audio
-        self.stream_in = audio[0] if audio else None
+        self.stream_in = audio[index] if index < len(audio) else None
+        self.label = _label(self.path, index, len(audio))
         video = self._input.streams.video
         v0 = video[0] if video else None
         # where the video starts, to line audio up with video restamped from 0
@@ -79,8 +89,11 @@ class AudioTrack:
         except (ValueError, av.FFmpegError) as e:
             if self._strict:
                 raise
-            log.warning("audio of '%s' left out: %s", self.path, error_reason(e))
+            log.warning("%s left out: %s", self.label, error_reason(e))
             return False
+        for key in _KEPT_METADATA:
+            if key in self.stream_in.metadata:
+                self._stream_out.metadata[key] = self.stream_in.metadata[key]
         self._out = out
         self.shift_s = shift_s
         self._packets = self._input.demux(self.stream_in)
@@ -109,7 +122,7 @@ class AudioTrack:
             except (av.FFmpegError, OSError) as e:  # damaged audio must not cost the video
                 if self._strict:
                     raise
-                log.warning("audio of '%s' stops at a read error: %s", self.path, error_reason(e))
+                log.warning("%s stops at a read error: %s", self.label, error_reason(e))
                 packet = None
             if packet is None:
                 self._packets = None
@@ -148,15 +161,16 @@ class AudioTrack:
                 self.packets_written += 1
 
     def _guarded(self, action: Callable[[], None]) -> None:
-        """Run a write; outside the trial an error stops the audio only (one warning), never the video."""
+        """Run a write; outside the trial an error stops this audio track only (one warning), never the video;
+        but a file that cannot be written any more (full disk) fails as a whole: raised, it stops the run."""
         if self._out is None:
             return
         try:
             action()
         except (av.FFmpegError, OSError, ValueError) as e:
-            if self._strict:
+            if self._strict or is_write_failure(e):
                 raise
-            log.warning("audio of '%s' stops after %d packets: %s (the video goes on)", self.path,
+            log.warning("%s stops after %d packets: %s (the video goes on)", self.label,
                         self.packets_written, error_reason(e))
             self._out = None
             self._packets = None
@@ -187,7 +201,7 @@ class AudioTrack:
             self._flush()
         self._guarded(last)
         if self.packets_lost:
-            log.warning("audio of '%s': %d undecodable packets skipped", self.path, self.packets_lost)
+            log.warning("%s: %d undecodable packets skipped", self.label, self.packets_lost)
         self._out = None
         self._packets = None
         self._pending = None
@@ -209,16 +223,26 @@ class AudioTrack:
         self._input.close()
 
 
-def _trial(path: str, container_format: str, mode: str) -> str | None:
-    """Write the first packets the way the run will, into memory, trailer included: None when it works, else
-    FFmpeg's reason."""
+def _trial(path: str, container_format: str, mode: str, index: int = 0,
+           muxings: Sequence[dict[str, str]] = ({},)) -> str | None:
+    """Write the first packets of audio stream ``index`` the way the run will, into memory, trailer included, once
+    per set of muxer options in ``muxings`` (every way the file is muxed): None when all work, else FFmpeg's
+    reason."""
+    for options in muxings:
+        problem = _trial_once(path, container_format, mode, index, options)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _trial_once(path: str, container_format: str, mode: str, index: int, options: dict[str, str]) -> str | None:
     with ffmpeg_errors() as logs:
         try:
-            track = AudioTrack(path, mode, strict=True)
+            track = AudioTrack(path, mode, strict=True, index=index)
         except SinkError as e:
             return str(e)
         try:
-            out = av.open(io.BytesIO(), "w", format=container_format)
+            out = av.open(io.BytesIO(), "w", format=container_format, options=dict(options))
             try:
                 track.attach(out)
                 track.write_first(_TRIAL_PACKETS)
@@ -231,30 +255,38 @@ def _trial(path: str, container_format: str, mode: str) -> str | None:
     return None
 
 
-def plan_audio(path: str | Path, container_format: str, output_name: str) -> AudioTrack | None:
-    """How the audio of ``path`` goes into a ``container_format`` file: an :class:`AudioTrack` that copies, or
-    transcodes to AAC (said in one line), or None (no audio, or it cannot be written: one warning line).
-    SinkError when ``path`` cannot be read at all."""
+def plan_audio(path: str | Path, container_format: str, output_name: str,
+               muxings: Sequence[dict[str, str]] = ({},)) -> list[AudioTrack]:
+    """How every audio stream of ``path`` goes into a ``container_format`` file muxed with each set of muxer
+    options in ``muxings`` (a fragmented MP4 is written, then remuxed plain: a plan must pass both): one
+    :class:`AudioTrack` per stream, in the source's order, that copies, or transcodes to AAC (said in one line); a
+    stream that cannot be written is left out with one warning line naming it (empty list: no audio). SinkError when
+    ``path`` cannot be read at all."""
     path = str(path)
     probe = _open_input(path)
     try:
-        stream = probe.streams.audio[0] if probe.streams.audio else None
-        codec = stream.codec_context.name if stream is not None else None
+        codecs = [stream.codec_context.name for stream in probe.streams.audio]
     finally:
         probe.close()
-    if codec is None:
+    if not codecs:
         log.debug("'%s' has no audio stream: writing video only", path)
-        return None
+        return []
     name = Path(path).name
-    copy_problem = _trial(path, container_format, "copy")
-    if copy_problem is None:
-        return AudioTrack(path, "copy")
-    transcode_problem = _trial(path, container_format, "transcode")
-    if transcode_problem is None:
-        log.info("audio of '%s': %s cannot be copied into %s (%s); transcoding it to AAC", name, codec,
-                 output_name, copy_problem)
-        return AudioTrack(path, "transcode")
-    log.warning("audio of '%s' left out of %s: %s cannot be copied (%s) nor transcoded to AAC (%s); writing "
-                "video only (--no-audio says so without this warning; .mkv holds most audio codecs)", name,
-                output_name, codec, copy_problem, transcode_problem)
-    return None
+    tracks: list[AudioTrack] = []
+    for index, codec in enumerate(codecs):
+        what = _label(name, index, len(codecs))
+        copy_problem = _trial(path, container_format, "copy", index, muxings)
+        if copy_problem is None:
+            tracks.append(AudioTrack(path, "copy", index=index))
+            continue
+        transcode_problem = _trial(path, container_format, "transcode", index, muxings)
+        if transcode_problem is None:
+            log.info("%s: %s cannot be copied into %s (%s); transcoding it to AAC", what, codec, output_name,
+                     copy_problem)
+            tracks.append(AudioTrack(path, "transcode", index=index))
+            continue
+        rest = "writing video only" if len(codecs) == 1 else "the other tracks are written"
+        log.warning("%s left out of %s: %s cannot be copied (%s) nor transcoded to AAC (%s); %s (--no-audio says "
+                    "so without this warning; .mkv holds most audio codecs)", what, output_name, codec, copy_problem,
+                    transcode_problem, rest)
+    return tracks

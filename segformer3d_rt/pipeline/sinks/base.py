@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import errno
 import logging
 from types import TracebackType
 
@@ -10,9 +11,19 @@ import numpy as np
 from ...errors import SinkError
 from ..frames import Frame
 
-__all__ = ["Sink", "check_rgb"]
+__all__ = ["Sink", "check_rgb", "is_write_failure"]
 
 log = logging.getLogger(__name__)
+
+# what the file system answers when an output cannot take more: these stop the run (never just one stream of it)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.ENOENT, errno.ESTALE,
+                 errno.EBADF, errno.EPIPE}
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """Whether ``error`` (an OSError or FFmpeg's own) says the output file cannot be written any more (full disk,
+    I/O error, vanished folder), as opposed to a muxer refusing one packet."""
+    return getattr(error, "errno", None) in _WRITE_ERRNOS
 
 
 class Sink(abc.ABC):

@@ -1,7 +1,10 @@
 """Animated GIF files through PyAV: a palette made for every frame (FFmpeg's palettegen + paletteuse), so colour
-maps keep their gradients; written as ``<name>.partial`` and renamed when complete, like the video sink."""
+maps keep their gradients; written under a temporary name of the run's own and renamed when complete, the target
+locked meanwhile, like the video sink."""
 from __future__ import annotations
 
+import contextlib
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import cv2
 import numpy as np
 
 from ...errors import SinkError
-from ...runtime.paths import writable_dir
+from ...runtime.paths import OutputLock, claim_output, create_temp, writable_dir
 from ..frames import Frame
 from ..media import error_reason
 from .base import Sink, check_rgb
@@ -18,7 +21,6 @@ from .base import Sink, check_rgb
 __all__ = ["GifSink"]
 
 _TIME_BASE = Fraction(1, 100)  # GIF frame delays are in hundredths of a second
-_PARTIAL_SUFFIX = ".partial"
 
 
 class GifSink(Sink):
@@ -26,7 +28,8 @@ class GifSink(Sink):
 
     def __init__(self, path: str | Path, fps: float | None) -> None:
         self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.name + _PARTIAL_SUFFIX)
+        self.partial_path: Path | None = None
+        self._lock: OutputLock | None = None
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.frames_written = 0
         self._size: tuple[int, int] | None = None  # (width, height)
@@ -39,15 +42,25 @@ class GifSink(Sink):
         if self.path.is_dir():
             raise SinkError(f"cannot write '{self.path}': it is a directory")
         problem = writable_dir(self.path.parent)
-        if problem is None:
-            try:  # FFmpeg creates the file only with the first packet: prove it can be written now
-                with open(self.partial_path, "wb"):
-                    pass
-                self._out = av.open(str(self.partial_path), "w", format="gif")
-            except (av.FFmpegError, OSError) as e:
-                problem = error_reason(e)
         if problem is not None:
             raise SinkError(f"cannot write '{self.path}': {problem}")
+        self._lock = claim_output(self.path)  # refused when another run writes it
+        try:  # FFmpeg creates the file only with the first packet: prove it can be written now
+            self.partial_path, fd = create_temp(self.path)
+            os.close(fd)
+            self._out = av.open(str(self.partial_path), "w", format="gif")
+        except (av.FFmpegError, OSError) as e:
+            self._drop()
+            raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
+
+    def _drop(self, remove: bool = True) -> None:
+        """Remove the partial file (``remove``) and let go of the lock (never raises)."""
+        if remove and self.partial_path is not None:
+            with contextlib.suppress(OSError):
+                self.partial_path.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _open(self, width: int, height: int) -> None:
         self._stream = self._out.add_stream("gif", rate=round(self.fps))
@@ -108,9 +121,9 @@ class GifSink(Sink):
                 for packet in self._stream.encode():
                     self._out.mux(packet)
             self._out.close()
+            if self.frames_written:
+                self.partial_path.replace(self.path)
         except (av.FFmpegError, OSError) as e:
             raise SinkError(f"cannot finish '{self.path}': {error_reason(e)}") from e
-        if self.frames_written == 0:
-            self.partial_path.unlink(missing_ok=True)  # nothing was written: no empty file under the name
-            return
-        self.partial_path.replace(self.path)
+        finally:
+            self._drop(remove=not self.frames_written)  # nothing written: no empty file under the name

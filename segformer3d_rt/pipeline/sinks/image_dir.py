@@ -1,6 +1,7 @@
 """One image file per frame, named after the input image when there is one (annotated photo folders)."""
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -10,12 +11,14 @@ import cv2
 import numpy as np
 
 from ...errors import SinkError
-from ...runtime.paths import same_file, writable_dir
+from ...runtime.paths import OutputLock, same_file, writable_dir
 from ..frames import Frame
 from ..media import error_reason
 from .base import Sink, check_rgb
 
 __all__ = ["ImageDirSink", "output_names"]
+
+log = logging.getLogger(__name__)
 
 
 def output_names(names: Sequence[str], ext: str) -> dict[str, str]:
@@ -62,6 +65,11 @@ class ImageDirSink(Sink):
                 problem = error_reason(e)
         if problem is not None:
             raise SinkError(f"cannot write images to '{self.directory}': {problem}")
+        self._lock = OutputLock(self.directory)  # .NAME.lock beside the folder: a second run into it is refused
+        try:
+            self._lock.acquire()
+        except OSError as e:  # e.g. a folder whose parent is read-only: written unlocked, as before locks
+            log.debug("cannot lock '%s': %s", self.directory, error_reason(e))
 
     def path_for(self, frame: Frame) -> Path:
         if frame.name in self._names:
@@ -83,4 +91,4 @@ class ImageDirSink(Sink):
         self.frames_written += 1
 
     def close(self) -> None:
-        pass
+        self._lock.release()

@@ -1,14 +1,24 @@
-"""Video files (mp4, mov, mkv) that keep the source's timing and audio, written as ``<name>.partial`` and
-renamed when complete so that a failed run never leaves a broken file under the final name.
+"""Video files (mp4, mov, mkv) that keep the source's timing and audio, written under a temporary name of the
+run's own (``<name>.<pid>-<random>.partial``, beside the target) and renamed when complete, so that a failed run
+never leaves a broken file under the final name and two runs never write into one file; the target is locked
+(``.<name>.lock``) while it is written, so that a second run aiming at it is refused before any work.
 
-Everything that could fail is settled before the first frame: the encoder opens on this machine with its options
-(encoders.check_encoder) and the audio plan is tried on real packets (audio.plan_audio). What still fails late
-never costs the frames already written: they are kept as ``<name>.incomplete<suffix>``, said in one line."""
+The file on disk plays while it is written (fragmented MP4/MOV, Matroska clusters: recording.py), so ``kill -9``,
+a power cut or a full disk cost at most about a second; a finished MP4/MOV is remuxed into a plain file with its
+index. Everything that could fail is settled before the first frame: the encoder opens on this machine with its
+options (encoders.check_encoder) and the audio plan is tried on real packets (audio.plan_audio). The first write
+that fails (full disk, I/O error, the file or its folder removed) stops the run; what was written is kept as
+``<name>.incomplete<suffix>``, and the line says whether it plays, or that nothing is left.
+
+``-`` is standard output: a fragmented MP4 streamed as it is made (``run clip.mp4 -o - | ffplay -``), nothing
+locked, renamed or remuxed (a pipe cannot seek); logs and the summary stay on standard error."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -19,12 +29,13 @@ import numpy as np
 
 from ...errors import SinkError
 from ...runtime.clock import IncreasingClock, frame_ticks, rescale
-from ...runtime.paths import writable_dir
+from ...runtime.paths import STDOUT, OutputLock, claim_output, create_temp, still_there, writable_dir
 from ..frames import Frame
 from ..media import error_reason, exact_rate
 from .audio import AudioTrack, plan_audio
 from .base import Sink, check_rgb
 from .encoders import check_crf, check_encoder, check_preset, encoder_options, parse_bitrate, video_codec
+from .recording import DEFRAGMENTED, Syncer, cut_to_last_fragment, defragment, describe_kept, muxer_options
 
 __all__ = ["CONTAINER_FORMATS", "Mp4Sink"]
 
@@ -32,7 +43,6 @@ log = logging.getLogger(__name__)
 
 # container format per output suffix; the partial file's own suffix cannot tell FFmpeg what to write
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-_PARTIAL_SUFFIX = ".partial"
 _KEPT_TAG = ".incomplete"  # out.mp4 -> out.incomplete.mp4: what a late failure leaves, never deleted
 
 
@@ -75,10 +85,12 @@ class Mp4Sink(Sink):
     """Encodes frames into a video file (H.264 in .mp4 by default), optionally with the source's audio.
 
     Frames keep the source's exact timestamps when ``time_base`` is given and frames carry ``pts_raw``, so the output
-    has the source's frame rate, timing and duration; otherwise they are spaced at ``fps``. The file is written as
-    ``<name>.partial`` beside the target and renamed by ``close()`` once complete, so a failed run never leaves a
-    broken file under the final name; a run stopped early still closes into a playable file with every frame written.
-    Bad settings fail here, at construction: ``size`` (the source's, when known) is the size the encoder is tried at.
+    has the source's frame rate, timing and duration; otherwise they are spaced at ``fps``. The file is written
+    under ``partial_path`` (a name of this run's own beside the target) and renamed by ``close()`` once complete, so
+    a failed run never leaves a broken file under the final name; a run stopped early still closes into a playable
+    file with every frame written. Bad settings, and a target another run is writing, fail here, at construction:
+    ``size`` (the source's, when known) is the size the encoder is tried at. Every audio stream of ``audio_from`` is
+    written (copied or transcoded), or left out with a line naming it.
     """
 
     def __init__(self, path: str | Path, *, fps: float | None, time_base: Fraction | None = None,
@@ -87,11 +99,13 @@ class Mp4Sink(Sink):
                  options: dict[str, str] | None = None, gpu: int | None = None,
                  size: tuple[int, int] | None = None) -> None:
         self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.name + _PARTIAL_SUFFIX)
+        self._stdout = str(path) == STDOUT  # streamed to standard output
+        self.partial_path: Path | None = None  # the file being written: made by _prepare_path
         self.kept_path: Path | None = None  # where a late failure left the frames written
         self.fps = fps
         self.frames_written = 0
         self._format = self._container_format()
+        self._muxer_options = muxer_options(self._format)  # plays while written (recording.py)
         self._codec = video_codec(codec)
         self._pix_fmt = self._check_pix_fmt(pix_fmt)
         self._rgb_out = av.video.format.VideoFormat(pix_fmt).is_rgb  # e.g. libx264rgb: no YUV conversion
@@ -112,22 +126,34 @@ class Mp4Sink(Sink):
         self._end_s = 0.0  # end time of the last frame written
         self._failed = False
         self._closed = False
-        self._audio: AudioTrack | None = None
+        self._audio: list[AudioTrack] = []
+        self._lock_file: OutputLock | None = None
+        self._fd: int | None = None  # our own descriptor on the partial file: is it still there, fsync
+        self._syncer: Syncer | None = None
         self._prepare_path()
         try:
             if audio_from is not None:
-                self._audio = plan_audio(audio_from, self._format, self.path.name)
-            self._out = av.open(str(self.partial_path), "w", format=self._format)
+                # tried as written (fragmented) and as finalised (plain): PCM, say, goes into one, not the other
+                muxings = [self._muxer_options, *([{}] if self._format in DEFRAGMENTED else [])]
+                self._audio = plan_audio(audio_from, self._format, self.path.name, muxings)
+            target = sys.stdout.buffer if self._stdout else str(self.partial_path)
+            self._out = av.open(target, "w", format=self._format, options=self._muxer_options)
         except BaseException as e:
             self._discard()
             if isinstance(e, (av.FFmpegError, OSError)):
                 raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
             raise
+        self._syncer = Syncer(self._fd) if self._fd is not None else None
 
     @property
     def audio_mode(self) -> str | None:
-        """How the audio goes in: "copy", "transcode", or None (none, or left out)."""
-        return self._audio.mode if self._audio is not None else None
+        """How the (first) audio track goes in: "copy", "transcode", or None (none, or left out)."""
+        return self._audio[0].mode if self._audio else None
+
+    @property
+    def audio_modes(self) -> list[str]:
+        """How each audio track written goes in ("copy" or "transcode"), in the source's order."""
+        return [track.mode for track in self._audio]
 
     # -- construction-time checks ----------------------------------------------------------------------------
     def _check_pix_fmt(self, pix_fmt: str) -> str:
@@ -150,6 +176,8 @@ class Mp4Sink(Sink):
         return opts
 
     def _container_format(self) -> str:
+        if self._stdout:
+            return "mp4"  # fragmented (recording.py): it plays from a pipe, which cannot seek back to an index
         fmt = CONTAINER_FORMATS.get(self.path.suffix.lower())
         if fmt is None:
             known = ", ".join(sorted(CONTAINER_FORMATS))
@@ -157,18 +185,21 @@ class Mp4Sink(Sink):
         return fmt
 
     def _prepare_path(self) -> None:
-        """Check the target can be written by creating the partial file now, before any frame is processed."""
+        """Before any frame is processed: lock the target (refused when another run writes it) and create the
+        partial file, which proves the target can be written (FFmpeg only opens the file with the first packet)."""
+        if self._stdout:
+            return
         if self.path.is_dir():
             raise SinkError(f"cannot write '{self.path}': it is a directory")
         problem = writable_dir(self.path.parent)
-        if problem is None:
-            try:  # FFmpeg only opens the file with the first packet; fail here instead
-                with open(self.partial_path, "wb"):
-                    pass
-            except OSError as e:
-                problem = error_reason(e)
         if problem is not None:
             raise SinkError(f"cannot write '{self.path}': {problem}")
+        self._lock_file = claim_output(self.path)
+        try:
+            self.partial_path, self._fd = create_temp(self.path)
+        except OSError as e:
+            self._release()
+            raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
 
     # -- writing -----------------------------------------------------------------------------------------------
     def _open_video(self, width: int, height: int) -> None:
@@ -195,12 +226,25 @@ class Mp4Sink(Sink):
             ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 1, 1, 1, self._color_range
         self._stream = stream
         self._size = (width, height)
-        if self._audio is not None:
+        attached = []
+        for track in self._audio:
             # restamped video starts at 0 where the source's video started; move the audio along
-            shift = 0.0 if self._clock.from_source else self._audio.video_start_s
-            if not self._audio.attach(self._out, shift):
-                self._audio.close()
-                self._audio = None
+            shift = 0.0 if self._clock.from_source else track.video_start_s
+            if track.attach(self._out, shift):
+                attached.append(track)
+            else:
+                track.close()
+        self._audio = attached
+
+    def _check_on_disk(self) -> None:
+        """Writing into a file that was removed (or whose folder was) succeeds and is lost: fail as a write does."""
+        if self._fd is not None and not still_there(self.partial_path, self._fd):
+            raise OSError(errno.ENOENT, self._gone())
+
+    def _gone(self) -> str:
+        folder = self.path.parent
+        where = f"its folder '{folder}' is gone" if not folder.is_dir() else "it was removed"
+        return f"the file being written, '{self.partial_path}', no longer exists ({where})"
 
     def _to_video_frame(self, rendered: np.ndarray) -> av.VideoFrame:
         assert self._size is not None and self._stream is not None
@@ -228,6 +272,7 @@ class Mp4Sink(Sink):
             if self._failed:
                 raise SinkError(f"cannot write '{self.path}': an earlier write failed")
             try:
+                self._check_on_disk()
                 if self._stream is None:
                     self._open_video(rendered.shape[1], rendered.shape[0])
                 assert self._stream is not None
@@ -240,8 +285,8 @@ class Mp4Sink(Sink):
                 self._out.mux(self._stream.encode(video_frame))
                 self.frames_written += 1
                 self._end_s = self._clock.seconds(pts + duration)
-                if self._audio is not None:
-                    self._audio.pump(self._clock.seconds(pts))
+                for track in self._audio:
+                    track.pump(self._clock.seconds(pts))
             except (av.FFmpegError, OSError, ValueError) as e:
                 self._failed = True
                 raise SinkError(f"cannot write '{self.path}' (after {self.frames_written} frames): "
@@ -253,51 +298,87 @@ class Mp4Sink(Sink):
             if self._closed:
                 return
             self._closed = True
-            if self._stream is None or (self._failed and self.frames_written == 0):
-                self._discard()  # nothing was finished: nothing to keep
-                if not self._failed:
-                    log.warning("no frames were written; '%s' was not created", self.path)
-                return
-            if self._failed:  # already reported by write(): keep what was written before it
-                kept, playable = self._keep()
-                log.warning("what was written of '%s' before the failure (up to frame %d) is kept in '%s'%s",
-                            self.path, self.frames_written, kept,
-                            "" if playable else " (its index could not be written: it may not play)")
-                return
-            trailer = False
             try:
-                self._out.mux(self._stream.encode(None))  # flush the encoder's delayed frames
-                if self._audio is not None:
-                    self._audio.finish(self._end_s)  # audio no longer than the video actually written
-                trailer = True
-                self._out.close()  # writes the trailer (mp4: the index); the file is playable from here
-                trailer = False
-                os.replace(self.partial_path, self.path)
-            except (av.FFmpegError, OSError, ValueError) as e:
-                kept, playable = self._keep(trailer_failed=trailer)
-                raise SinkError(f"cannot finish '{self.path}': {error_reason(e)}; the {self.frames_written} frames "
-                                f"written are kept in '{kept}'"
-                                + ("" if playable else " (its index could not be written: it may not play)")) from e
+                self._finish()
             finally:
-                if self._audio is not None:
-                    self._audio.close()
-            log.debug("wrote %d frames to %s", self.frames_written, self.path)
+                self._release()
 
-    def _keep(self, trailer_failed: bool = False) -> tuple[Path, bool]:
-        """After a late failure: finish the partial file as far as FFmpeg still can and move it to a free name
-        beside the target (never over an existing file). Returns (where it is, whether its trailer was written)."""
-        playable = not trailer_failed
-        if not trailer_failed:
-            with contextlib.suppress(av.FFmpegError, OSError, ValueError):
-                if self._stream is not None:
-                    self._out.mux(self._stream.encode(None))
+    def _finish(self) -> None:
+        if self._stream is None or (self._failed and self.frames_written == 0):
+            self._discard()  # nothing was finished: nothing to keep
+            if not self._failed:
+                log.warning("no frames were written; '%s' was not created", self.path)
+            return
+        if self._failed:  # already reported by write(): keep what was written before it
+            log.warning("what was written of '%s' before the failure (%d frames sent) is %s", self.path,
+                        self.frames_written, self._keep())
+            return
+        if self._stdout:
             try:
+                self._out.mux(self._stream.encode(None))
+                for track in self._audio:
+                    track.finish(self._end_s)
                 self._out.close()
+                sys.stdout.buffer.flush()
+            except (av.FFmpegError, OSError, ValueError) as e:  # the reader went away: what it read played
+                raise SinkError(f"cannot finish the video on standard output: {error_reason(e)}") from e
+            finally:
+                self._close_audio()
+            return
+        try:
+            self._out.mux(self._stream.encode(None))  # flush the encoder's delayed frames
+            for track in self._audio:
+                track.finish(self._end_s)  # audio no longer than the video actually written
+            self._check_on_disk()
+            self._out.close()  # the last fragment and the trailer: the file is complete from here
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise SinkError(f"cannot finish '{self.path}': {error_reason(e)}; the {self.frames_written} frames "
+                            f"written are {self._keep()}") from e
+        finally:
+            self._close_audio()
+        self._finalise()
+        log.debug("wrote %d frames to %s", self.frames_written, self.path)
+
+    def _finalise(self) -> None:
+        """The complete file into place: MP4/MOV remuxed into a plain file with its index first (recording.py);
+        where that fails (the copy needs the file's space once more: a full disk) the fragmented file, whole and
+        playable, takes the name instead, said in one line."""
+        assert self.partial_path is not None
+        done = self.partial_path
+        if self._format in DEFRAGMENTED and self._fd is not None and still_there(self.partial_path, self._fd):
+            try:
+                done = defragment(self.partial_path, self._format, self.path)
             except (av.FFmpegError, OSError, ValueError) as e:
-                playable = False
-                log.debug("while keeping %s: %s", self.partial_path, e)
-        if self._audio is not None:
-            self._audio.close()
+                log.warning("'%s' is kept fragmented (it plays; some players seek in it slowly): writing its index "
+                            "failed: %s", self.path, error_reason(e))
+        try:
+            os.replace(done, self.path)
+        except OSError as e:
+            if done != self.partial_path:  # the plain copy could not move: keep one file, the fragmented one
+                with contextlib.suppress(OSError):
+                    done.unlink()
+            raise SinkError(f"cannot finish '{self.path}': {error_reason(e)}; the {self.frames_written} frames "
+                            f"written are {self._keep()}") from e
+        if done != self.partial_path:
+            with contextlib.suppress(OSError):
+                self.partial_path.unlink()
+
+    def _keep(self) -> str:
+        """After a failure: close what FFmpeg still can, cut the file back to its last whole fragment, move it to a
+        free name beside the target (never over an existing file). Says where it is and whether it plays ("kept in
+        'PATH' (it plays: N frames)"), or that nothing is left ("lost: why"); ``kept_path`` is set only to a file
+        that exists."""
+        with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+            self._out.close()
+        self._close_audio()
+        if self._stdout:
+            return "on standard output, as far as its reader took it"
+        assert self.partial_path is not None
+        if self._fd is None or not still_there(self.partial_path, self._fd):
+            return f"lost: {self._gone()}"
+        if self._format in DEFRAGMENTED:
+            with contextlib.suppress(OSError):
+                cut_to_last_fragment(self.partial_path)
         kept = self.partial_path
         for n in range(1, 1000):
             tag = _KEPT_TAG if n == 1 else f"{_KEPT_TAG}-{n}"
@@ -317,19 +398,40 @@ class Mp4Sink(Sink):
                 except OSError:
                     log.debug("cannot move %s: %s", self.partial_path, e)
             break
+        if not kept.exists():
+            return "lost: it could not be kept"
         self.kept_path = kept
-        return kept, playable
+        return f"kept in {describe_kept(kept)}"
+
+    def _close_audio(self) -> None:
+        for track in self._audio:
+            track.close()
+
+    def _release(self) -> None:
+        """Stop syncing, close our descriptor, let go of the target's lock; never raises (idempotent)."""
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self._lock_file is not None:
+            self._lock_file.release()
+            self._lock_file = None
 
     def _discard(self) -> None:
         """Close everything and remove the partial file; never raises (it runs on error paths)."""
-        for closer in (getattr(self, "_out", None), self._audio):
+        for closer in (getattr(self, "_out", None), *self._audio):
             if closer is None:
                 continue
             try:
                 closer.close()
             except (av.FFmpegError, OSError, ValueError) as e:
                 log.debug("while discarding %s: %s", self.partial_path, e)
-        try:
-            self.partial_path.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot remove '%s': %s", self.partial_path, error_reason(e))
+        if self.partial_path is not None:
+            try:
+                self.partial_path.unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("cannot remove '%s': %s", self.partial_path, error_reason(e))
+        self._release()

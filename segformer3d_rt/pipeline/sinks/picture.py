@@ -1,4 +1,5 @@
-"""One picture file (PNG or JPEG) from a single frame, written as ``<name>.partial`` and renamed when complete."""
+"""One picture file (PNG or JPEG) from a single frame, written under a temporary name of the run's own and renamed
+when complete; the target is locked from construction to ``close()`` (see runtime/paths.OutputLock)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,14 +8,13 @@ import cv2
 import numpy as np
 
 from ...errors import SinkError
-from ...runtime.paths import writable_dir
+from ...runtime.media_kinds import PICTURE_SUFFIXES
+from ...runtime.paths import claim_output, create_temp, writable_dir
 from ..frames import Frame
 from ..media import error_reason
 from .base import Sink, check_rgb
 
 __all__ = ["PICTURE_SUFFIXES", "PictureSink"]
-
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class PictureSink(Sink):
@@ -30,6 +30,7 @@ class PictureSink(Sink):
         problem = writable_dir(self.path.parent)
         if problem is not None:
             raise SinkError(f"cannot write '{self.path}': {problem}")
+        self._lock = claim_output(self.path)  # refused when another run writes it
 
     def write(self, frame: Frame, rendered: np.ndarray) -> None:
         check_rgb(rendered)
@@ -38,14 +39,17 @@ class PictureSink(Sink):
         ok, data = cv2.imencode(self.path.suffix.lower(), cv2.cvtColor(rendered, cv2.COLOR_RGB2BGR))
         if not ok:
             raise SinkError(f"cannot encode the picture for '{self.path}'")
-        partial = self.path.with_name(self.path.name + ".partial")
+        partial = None
         try:
-            partial.write_bytes(data.tobytes())
+            partial, fd = create_temp(self.path)
+            with open(fd, "wb") as f:
+                f.write(data.tobytes())
             partial.replace(self.path)
         except OSError as e:
-            partial.unlink(missing_ok=True)
+            if partial is not None:
+                partial.unlink(missing_ok=True)
             raise SinkError(f"cannot write '{self.path}': {error_reason(e)}") from e
         self.frames_written = 1
 
     def close(self) -> None:
-        pass
+        self._lock.release()
