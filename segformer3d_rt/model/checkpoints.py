@@ -52,9 +52,22 @@ def model_from_checkpoint(ckpt: Checkpoint, path: str | Path) -> SegFormer3D:
             f"'{path}' holds only an encoder ({ckpt.format}); use it to initialise training "
             "(segformer3d-rt train --init ...), it cannot segment on its own"
         )
+    _check_head_width(ckpt, path)
     model = SegFormer3D(ckpt.meta)
     load_state_strict(model, ckpt.state_dict, f"'{path}' ({ckpt.format})")
     return model
+
+
+def _check_head_width(ckpt: Checkpoint, path: str | Path) -> None:
+    """The metadata's classes are the segmentation head's outputs (palette and names were checked against each
+    other with the schema); a depth spec needs a depth head."""
+    pred = ckpt.state_dict.get("seg_head.pred.weight")
+    if pred is not None and pred.shape[0] != ckpt.meta.num_classes:
+        raise CheckpointError(f"'{path}': its metadata names {ckpt.meta.num_classes} classes (class_names) but "
+                              f"the segmentation head has {pred.shape[0]} outputs")
+    has_depth = any(k.startswith("depth_head.") for k in ckpt.state_dict)
+    if ckpt.meta.depth is not None and not has_depth and ckpt.format == "segformer3d-rt":
+        raise CheckpointError(f"'{path}': its metadata describes depth (depth) but the file has no depth head")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> SegFormer3D:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .folding import fold
-from .metadata import ModelMeta
+from .metadata import MAX_SIDE, MetadataError, ModelMeta
 from .segformer import SegFormer3D
 
 INPUT = "image"
@@ -41,6 +41,17 @@ class ExportInfo:
     precision: str = "fp32"  # fp32 | fp16 (fp16: LayerNorm and softmax kept in fp32)
     opset: int = OPSET
     outputs: tuple[str, ...] = (SEG, DEPTH)
+
+    def __post_init__(self) -> None:  # an exported file is untrusted input too
+        if not (isinstance(self.input_size, tuple) and len(self.input_size) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= MAX_SIDE for v in self.input_size)):
+            raise MetadataError("input_size", f"2 whole numbers from 32 to {MAX_SIDE}", self.input_size)
+        if not isinstance(self.dynamic, bool):
+            raise MetadataError("dynamic", "true or false", self.dynamic)
+        if self.precision not in ("fp32", "fp16"):
+            raise MetadataError("precision", "fp32 or fp16", self.precision)
+        if self.outputs not in ((SEG,), (SEG, DEPTH)):
+            raise MetadataError("outputs", f"[{SEG}] or [{SEG}, {DEPTH}]", self.outputs)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -116,7 +127,7 @@ def parse_metadata(meta_json: str | None, info_json: str | None, where: str) -> 
     try:
         return ModelMeta.from_json(meta_json), ExportInfo.from_json(info_json)
     except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"'{where}': unreadable segformer3d-rt metadata ({e})") from None
+        raise CheckpointError(f"'{where}': its segformer3d-rt metadata is refused: {e}") from None
 
 
 def onnx_metadata(proto: Any, where: str) -> tuple[ModelMeta, ExportInfo]:

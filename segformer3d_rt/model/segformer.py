@@ -8,7 +8,6 @@ input size belongs to post-processing.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,39 +15,11 @@ from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from torch import nn
 
 from ..labels import default_class_names, default_palette
+from .metadata import ModelMeta
+from .variants import DEFAULT_VARIANT, VARIANTS, Variant, variant_name
 
-if TYPE_CHECKING:  # metadata takes its defaults from VARIANTS below, so it imports this module
-    from .metadata import ModelMeta
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One paper size: the only place model sizes are written down (ModelMeta's defaults are B0's)."""
-
-    embed_dims: tuple[int, int, int, int]
-    depths: tuple[int, int, int, int]
-    decoder_dim: int
-    num_heads: tuple[int, int, int, int] = (1, 2, 5, 8)  # the same in every paper size
-    sr_ratios: tuple[int, int, int, int] = (8, 4, 2, 1)
-
-
-# SegFormer paper (arXiv 2105.15203), Table 6 / official configs. Heads 1/2/5/8, SR 8/4/2/1 throughout.
-DEFAULT_VARIANT = "b0"
-VARIANTS: dict[str, Variant] = {
-    "b0": Variant((32, 64, 160, 256), (2, 2, 2, 2), 256),
-    "b1": Variant((64, 128, 320, 512), (2, 2, 2, 2), 256),
-    "b2": Variant((64, 128, 320, 512), (3, 4, 6, 3), 768),
-    "b3": Variant((64, 128, 320, 512), (3, 4, 18, 3), 768),
-    "b4": Variant((64, 128, 320, 512), (3, 8, 27, 3), 768),
-    "b5": Variant((64, 128, 320, 512), (3, 6, 40, 3), 768),
-}
-
-
-def variant_name(embed_dims: tuple[int, ...], depths: tuple[int, ...]) -> str:
-    for name, v in VARIANTS.items():
-        if tuple(embed_dims) == v.embed_dims and tuple(depths) == v.depths:
-            return name
-    return "custom"
+__all__ = ["DEFAULT_VARIANT", "VARIANTS", "AllMLPHead", "SegFormer3D", "SegFormerOutput", "Variant", "build_model",
+           "variant_name"]
 
 
 @dataclass
@@ -158,8 +129,6 @@ def build_model(
     Segformer3D used 256 with B3. Pass ``meta`` to take everything from existing metadata instead.
     """
     if meta is None:
-        from .metadata import ModelMeta  # here, not at the top: metadata imports this module
-
         key = variant.lower()
         if key not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..runtime.cache import LRUCache
+from ..runtime.lru import LRUCache
 from ..runtime.sizes import model_input_size
 
 __all__ = ["FrameFit", "check_query", "fit_for", "parse_query"]

@@ -5,7 +5,6 @@ import cv2
 import numpy as np
 import torch
 
-from ..runtime.cache import LRUCache
 from ..runtime.sizes import model_input_size
 from .frames import Frame
 
@@ -37,20 +36,13 @@ class Preprocessor:
     def __init__(self, box_hw: tuple[int, int], resize_on_device: bool = False) -> None:
         self.box_hw = box_hw
         self.resize_on_device = resize_on_device
-        # Frame size -> model input size. 64: a camera or a video has one frame size, an image folder a
-        # handful; the entries are two small tuples, and a miss costs a few multiplications, so the bound
-        # only matters for endless streams of new sizes.
-        self._size_for: LRUCache[tuple[int, int], tuple[int, int]] = LRUCache(64)
         # Model input sizes used (the stats report lists them). Bounded by the box, not the run: one side
         # is always the box's, rounded, so there are at most box_h / 32 + box_w / 32 of them.
         self.sizes_seen: set[tuple[int, int]] = set()
 
     def input_size(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
-        size = self._size_for.get(frame_hw)
-        if size is None:
-            size = model_input_size(frame_hw, self.box_hw)
-            self._size_for[frame_hw] = size
-            self.sizes_seen.add(size)
+        size = model_input_size(frame_hw, self.box_hw)  # a few multiplications: not worth caching
+        self.sizes_seen.add(size)
         return size
 
     def __call__(self, frame: Frame) -> torch.Tensor:

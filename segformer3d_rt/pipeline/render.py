@@ -15,26 +15,32 @@ Conventions shared by both back ends (kept identical so that they agree to a lev
 * the robust depth range is the 2nd..98th percentile of the valid pixels of the raw depth map,
   computed with integer positions so both back ends pick the same samples; over a video it is smoothed
   (:class:`SmoothedDepthRange`), since a range recomputed per frame makes the colours flicker.
+
+The tables and constants below (views and their layouts, colour lookup tables, percentiles, the numbers of
+the depth and class colouring) are the one definition of these facts; ``render_torch`` imports them and
+only restates the arithmetic in torch.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..labels import SKY
-
-from ..runtime.cache import LRUCache
+from ..runtime.lru import LRUCache
 
 VIEWS = ("overlay", "seg", "depth", "side-by-side", "grid")
 # `run --view` also takes "attention", drawn by attention_view.py from the captured maps (not by render_frame)
 ATTENTION_VIEW = "attention"
 RUN_VIEWS = (*VIEWS, ATTENTION_VIEW)
 
-# Panels per view, row by row; both back ends compose their canvas from this table.
+# The panels a layout is made of; each starts as the frame itself and is replaced by what is drawn.
+PANELS = ("frame", "seg", "overlay", "depth")
+# Panels per view, row by row; both back ends compose their canvas from this table (see compose).
 LAYOUTS: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType({
     "overlay": (("overlay",),),
     "seg": (("seg",),),
@@ -44,7 +50,20 @@ LAYOUTS: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType({
 })
 CLASS_PANELS = frozenset({"seg", "overlay"})
 
-ROBUST_PERCENTILES = (2, 98)  # integers on purpose: exact sample positions (see percentile_pair)
+ROBUST_PERCENTILES = (2, 98)  # integers on purpose: exact sample positions (see percentile_position)
+EMPTY_DEPTH_RANGE = (0.0, 1.0)  # (near, far) of a depth map without a single valid pixel
+MIN_DEPTH_SPAN = 1e-6  # far - near is at least this when depth is scaled to colour-map indices
+MIN_WEIGHT = 1e-6  # the smallest validity weight a resized depth pixel is divided by
+VALID_WEIGHT = 0.5  # a resized depth pixel is valid where at least this share of its weight is valid
+
+# Class maps are uint8: ids 0..MAX_ID; ids outside that become IGNORE_ID (black, as is every id past the palette).
+MAX_ID = 255
+IGNORE_ID = 255
+LUT_SIZE = MAX_ID + 1  # rows of every lookup table, bins of the class counts
+# Depth colour-map indices: NEAR_INDEX is the near end of the robust range, FAR_INDEX the far end (and the sky).
+NEAR_INDEX = LUT_SIZE - 1
+FAR_INDEX = 0
+
 MAX_LEGEND_ITEMS = 10
 LEGEND_MAX_HEIGHT = 0.5  # fraction of the panel; on small frames the smallest classes are dropped
 NO_DEPTH_NOTE = "no depth output"
@@ -67,7 +86,7 @@ _CV2_COLORMAPS = {
 
 
 def _cv2_lut(code: int) -> np.ndarray:
-    ramp = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    ramp = np.arange(LUT_SIZE, dtype=np.uint8).reshape(1, LUT_SIZE)
     lut = np.ascontiguousarray(cv2.applyColorMap(ramp, code)[0, :, ::-1])
     lut.setflags(write=False)
     return lut
@@ -119,7 +138,8 @@ class RenderStyle:
 
 
 def colormap_lut(name: str) -> np.ndarray:
-    """256 x 3 uint8 RGB, read-only; index 255 is near (warm/bright), index 0 far (cold/dark)."""
+    """LUT_SIZE x 3 uint8 RGB, read-only; index NEAR_INDEX (255) is near (warm/bright), FAR_INDEX (0) far
+    (cold/dark)."""
     try:
         return _COLORMAP_LUTS[name]
     except KeyError:
@@ -127,23 +147,23 @@ def colormap_lut(name: str) -> np.ndarray:
 
 
 def class_lut(palette: np.ndarray) -> np.ndarray:
-    """256 x 3 uint8: palette rows for ids < K, black for every other id (255 = ignore)."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    pal = np.asarray(palette, dtype=np.uint8)[:256]
+    """LUT_SIZE x 3 uint8: palette rows for ids < K, black for every other id (IGNORE_ID included)."""
+    lut = np.zeros((LUT_SIZE, 3), dtype=np.uint8)
+    pal = np.asarray(palette, dtype=np.uint8)[:LUT_SIZE]
     lut[: len(pal)] = pal
     return lut
 
 
 def _apply_lut(ids: np.ndarray, lut: np.ndarray) -> np.ndarray:
     # cv2.LUT with a 3-channel table is several times faster than fancy indexing on big frames.
-    return cv2.LUT(cv2.cvtColor(ids, cv2.COLOR_GRAY2RGB), lut.reshape(1, 256, 3))
+    return cv2.LUT(cv2.cvtColor(ids, cv2.COLOR_GRAY2RGB), lut.reshape(1, LUT_SIZE, 3))
 
 
 # ----------------------------------------------------------------------------- classes
 
 
 def as_ids(classes: np.ndarray) -> np.ndarray:
-    """Class map as uint8; ids outside 0..255 become 255 (drawn black)."""
+    """Class map as uint8; ids outside 0..MAX_ID become IGNORE_ID (drawn black)."""
     c = np.asarray(classes)
     if c.ndim != 2:
         raise ValueError(f"class map must be h x w, got shape {c.shape}")
@@ -151,17 +171,22 @@ def as_ids(classes: np.ndarray) -> np.ndarray:
         return c
     if c.dtype.kind not in "iub":
         raise ValueError(f"class map must hold integer ids, got {c.dtype}")
-    return np.where((c < 0) | (c > 255), 255, c).astype(np.uint8)
+    return np.where((c < 0) | (c > MAX_ID), IGNORE_ID, c).astype(np.uint8)
 
 
-def nearest_indices(n_src: int, n_dst: int) -> np.ndarray:
-    """Exact half-pixel nearest neighbour: src = floor((dst + 0.5) * n_src / n_dst).
+def nearest_source(dst, n_src: int, n_dst: int):
+    """Exact half-pixel nearest neighbour: src = floor((dst + 0.5) * n_src / n_dst), at most n_src - 1.
 
+    ``dst``: integer output positions, a numpy array or a torch tensor (both back ends call this).
     Integer arithmetic on purpose: cv2's INTER_NEAREST_EXACT misses ties by one pixel for some
     scales, torch's "nearest-exact" does not; this matches torch.
     """
-    dst = np.arange(n_dst, dtype=np.int64)
-    return np.minimum(((2 * dst + 1) * n_src) // (2 * n_dst), n_src - 1)
+    return (((2 * dst + 1) * n_src) // (2 * n_dst)).clip(max=n_src - 1)
+
+
+def nearest_indices(n_src: int, n_dst: int) -> np.ndarray:
+    """The source row (or column) of each of ``n_dst`` output rows (see nearest_source)."""
+    return nearest_source(np.arange(n_dst, dtype=np.int64), n_src, n_dst)
 
 
 def resize_nearest(ids: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -205,8 +230,8 @@ def colorize_classes(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def class_counts(classes: np.ndarray) -> np.ndarray:
-    """Pixel count per id (length 256); the legend orders classes by it."""
-    return np.bincount(as_ids(classes).ravel(), minlength=256)
+    """Pixel count per id (length LUT_SIZE); the legend orders classes by it."""
+    return np.bincount(as_ids(classes).ravel(), minlength=LUT_SIZE)
 
 
 def legend_classes(counts: np.ndarray, num_classes: int, max_items: int = MAX_LEGEND_ITEMS) -> list[int]:
@@ -224,30 +249,39 @@ def valid_depth(depth: np.ndarray) -> np.ndarray:
     return np.isfinite(depth) & (depth > 0)
 
 
+def percentile_position(q: int, last):
+    """Where percentile ``q`` lies in ``last + 1`` sorted samples: (index below, remainder in 1/100ths), i.e.
+    q * last / 100 in integers. ``last``: an int, or a torch int64 tensor (one per frame) in ``render_torch``."""
+    k = q * last
+    return k // 100, k % 100
+
+
 def percentile_pair(values: np.ndarray, qs: tuple[int, int] = ROBUST_PERCENTILES) -> tuple[np.float32, np.float32]:
     """Linear-interpolated percentiles (numpy's default method) of a 1-D float32 array.
 
-    The sample positions q * (n - 1) / 100 are computed in integers and the interpolation in
+    The sample positions (percentile_position) are computed in integers and the interpolation in
     float32, the same way as ``render_torch``, so both back ends get bit-identical limits.
     """
     n = values.size
-    los = [(q * (n - 1)) // 100 for q in qs]
+    positions = [percentile_position(q, n - 1) for q in qs]
+    los = [lo for lo, _ in positions]
     his = [min(lo + 1, n - 1) for lo in los]
     part = np.partition(values, sorted(set(los + his)))
     out = []
-    for q, lo, hi in zip(qs, los, his):
-        frac = np.float32((q * (n - 1)) % 100) / np.float32(100)
+    for (_, rest), lo, hi in zip(positions, los, his):
+        frac = np.float32(rest) / np.float32(100)
         a, b = part[lo], part[hi]
         out.append(np.float32(a + (b - a) * frac))
     return out[0], out[1]
 
 
 def robust_depth_range(depth: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
-    """(near, far) = 2nd and 98th percentile of the valid pixels; (0, 1) when none are valid."""
+    """(near, far) = the ROBUST_PERCENTILES (2nd and 98th) of the valid pixels; EMPTY_DEPTH_RANGE when none are
+    valid."""
     d = np.asarray(depth, dtype=np.float32)
     v = d[valid_depth(d) if valid is None else valid]
     if v.size == 0:
-        return 0.0, 1.0
+        return EMPTY_DEPTH_RANGE
     near, far = percentile_pair(v)
     return float(near), float(far)
 
@@ -281,7 +315,7 @@ def resize_depth(depth: np.ndarray, valid: np.ndarray, hw: tuple[int, int]) -> t
     """Bilinear resize that ignores invalid pixels (normalised by the resized validity mask).
 
     A plain bilinear resize would smear zeros/NaNs of invalid pixels into their neighbours.
-    An output pixel is valid where at least half of its interpolation weight is valid.
+    An output pixel is valid where at least VALID_WEIGHT (half) of its interpolation weight is valid.
     """
     h, w = depth.shape
     if (h, w) == tuple(hw):
@@ -291,15 +325,15 @@ def resize_depth(depth: np.ndarray, valid: np.ndarray, hw: tuple[int, int]) -> t
         return cv2.resize(depth, size, interpolation=cv2.INTER_LINEAR), np.ones(hw, dtype=bool)
     d = cv2.resize(np.where(valid, depth, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
     m = cv2.resize(valid.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-    return d / np.maximum(m, np.float32(1e-6)), m >= 0.5
+    return d / np.maximum(m, np.float32(MIN_WEIGHT)), m >= VALID_WEIGHT
 
 
 def _depth_rgb(depth: np.ndarray, valid: np.ndarray, near: float, far: float, lut: np.ndarray) -> np.ndarray:
     # float32 throughout and in this exact order: render_torch does the same operations.
     near32, far32 = np.float32(near), np.float32(far)
-    scale = np.float32(255) / np.maximum(far32 - near32, np.float32(1e-6))
+    scale = np.float32(NEAR_INDEX) / np.maximum(far32 - near32, np.float32(MIN_DEPTH_SPAN))
     d = np.where(valid, depth, far32).astype(np.float32, copy=False)
-    idx = np.clip(np.rint((far32 - d) * scale), 0, 255).astype(np.uint8)
+    idx = np.clip(np.rint((far32 - d) * scale), FAR_INDEX, NEAR_INDEX).astype(np.uint8)
     rgb = _apply_lut(idx, lut)
     rgb[~valid] = 0
     return rgb
@@ -350,7 +384,7 @@ def depth_panel(depth: np.ndarray, hw: tuple[int, int], depth_range: tuple[float
     lut = colormap_lut(colormap)
     rgb = _depth_rgb(d, valid, near, far, lut)
     if sky is not None:
-        rgb[resize_nearest(sky.view(np.uint8), hw).view(bool)] = lut[0]
+        rgb[resize_nearest(sky.view(np.uint8), hw).view(bool)] = lut[FAR_INDEX]
     return rgb
 
 
@@ -364,9 +398,23 @@ def view_layout(view: str) -> tuple[tuple[str, ...], ...]:
         raise ValueError(f"unknown view '{view}'; choose one of {', '.join(VIEWS)}") from None
 
 
-def output_shape(view: str, hw: tuple[int, int]) -> tuple[int, int]:
-    layout = view_layout(view)
-    return hw[0] * len(layout), hw[1] * len(layout[0])
+def layout_panels(layout: tuple[tuple[str, ...], ...]) -> frozenset[str]:
+    """The names of the panels a layout draws."""
+    return frozenset(n for row in layout for n in row)
+
+
+def single_panel(layout: tuple[tuple[str, ...], ...]) -> str | None:
+    """The one panel of a one-panel layout, else None."""
+    return layout[0][0] if len(layout) == 1 and len(layout[0]) == 1 else None
+
+
+def compose(layout: tuple[tuple[str, ...], ...], panels: Mapping[str, Any], cat: Callable[[list, int], Any]) -> Any:
+    """The canvas of ``layout``: each row's panels side by side, the rows stacked. ``cat(parts, axis)`` joins a
+    frame's arrays along axis 0 (rows) or 1 (columns); a one-panel layout returns its panel itself."""
+    only = single_panel(layout)
+    if only is not None:
+        return panels[only]
+    return cat([cat([panels[n] for n in row], 1) for row in layout], 0)
 
 
 def validate_view(view: str, has_classes: bool = True, has_depth: bool = True) -> None:
@@ -374,10 +422,10 @@ def validate_view(view: str, has_classes: bool = True, has_depth: bool = True) -
 
     Composite views still work: a missing panel is drawn as the frame with a note.
     """
-    layout = view_layout(view)
-    if layout == (("depth",),) and not has_depth:
+    only = single_panel(view_layout(view))
+    if only == "depth" and not has_depth:
         raise ValueError(f"view '{view}' needs a depth output; this checkpoint has none")
-    if len(layout) == 1 and len(layout[0]) == 1 and layout[0][0] in CLASS_PANELS and not has_classes:
+    if only in CLASS_PANELS and not has_classes:
         raise ValueError(f"view '{view}' needs a segmentation output")
 
 
@@ -546,9 +594,9 @@ def render_frame(image: np.ndarray, classes: np.ndarray | None, depth: np.ndarra
     hw = img.shape[:2]
     validate_view(style.view, has_classes=classes is not None, has_depth=depth is not None)
     layout = view_layout(style.view)
-    names = {n for row in layout for n in row}
+    names = layout_panels(layout)
 
-    panels: dict[str, np.ndarray] = {"frame": img, "seg": img, "overlay": img, "depth": img}
+    panels: dict[str, np.ndarray] = dict.fromkeys(PANELS, img)
     ids = None
     if classes is not None and names & CLASS_PANELS:
         ids = as_ids(classes)
@@ -561,11 +609,8 @@ def render_frame(image: np.ndarray, classes: np.ndarray | None, depth: np.ndarra
         sky = sky_at(classes, np.asarray(depth).shape, style.sky_class)
         panels["depth"] = depth_panel(depth, hw, depth_range or style.depth_range, style.colormap, sky)
 
-    if len(names) == 1:
-        canvas = panels[layout[0][0]]
-        canvas = canvas.copy() if canvas is img else canvas  # never draw on the caller's frame
-    else:
-        canvas = np.concatenate([np.concatenate([panels[n] for n in row], axis=1) for row in layout], axis=0)
+    canvas = compose(layout, panels, lambda parts, axis: np.concatenate(parts, axis=axis))
+    canvas = canvas.copy() if canvas is img else canvas  # never draw on the caller's frame
     counts = class_counts(ids) if ids is not None and style.legend else None
     return annotate(canvas, style, hw, counts=counts, hud_lines=hud_lines,
                     has_classes=classes is not None, has_depth=depth is not None)

@@ -1,10 +1,15 @@
-"""The render stage on a torch device: colouring, blending and depth colour mapping stay on the GPU.
+"""The render stage on a torch device: colouring, blending and depth colour mapping run on that device.
 
-Only the finished uint8 canvas (and 256 class counts for the legend) is downloaded; legend, HUD
-and notes are then drawn on the host by ``render.annotate``, the same code the numpy path uses.
-The arithmetic mirrors ``render.py`` operation by operation (exact nearest, normalised bilinear,
-integer percentile positions, float32 index maths), so both back ends agree to a level or two.
-Nothing here synchronises with the device before the final download.
+``render`` downloads the finished uint8 canvas and, when a legend is drawn, 256 class counts per frame;
+legend, HUD and notes are then drawn on the host by ``render.annotate``, the same code the numpy path
+uses. The host waits for the device at those downloads, at ``frame_ranges`` (which returns the ranges on
+the host), where a ``depth_range`` passed per call is uploaded (a blocking copy), where the sky is painted
+in the far colour (a boolean-mask assignment, which counts the mask first) and in the legend's bincount
+(which sizes its output from the ids).
+Every table, constant and layout comes from ``render.py``; what is here is the torch arithmetic of the
+same recipe (exact nearest, normalised bilinear, integer percentile positions, float32 index maths). The
+blend and the bilinear resize use other kernels than render.py's cv2 calls, so the back ends agree to a
+level or two, not bit for bit.
 """
 from __future__ import annotations
 
@@ -16,11 +21,25 @@ import torch.nn.functional as F
 
 from .render import (
     CLASS_PANELS,
+    EMPTY_DEPTH_RANGE,
+    FAR_INDEX,
+    IGNORE_ID,
+    LUT_SIZE,
+    MAX_ID,
+    MIN_DEPTH_SPAN,
+    MIN_WEIGHT,
+    NEAR_INDEX,
+    PANELS,
     ROBUST_PERCENTILES,
+    VALID_WEIGHT,
     RenderStyle,
     annotate,
     class_lut,
     colormap_lut,
+    compose,
+    layout_panels,
+    nearest_source,
+    percentile_position,
     validate_view,
     view_layout,
 )
@@ -32,9 +51,8 @@ def _batched(t: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def nearest_indices(n_src: int, n_dst: int, device: torch.device) -> torch.Tensor:
-    """Exact half-pixel nearest: src = floor((dst + 0.5) * n_src / n_dst), in integers."""
-    dst = torch.arange(n_dst, device=device, dtype=torch.long)
-    return torch.clamp(((2 * dst + 1) * n_src) // (2 * n_dst), max=n_src - 1)
+    """render.nearest_indices on ``device`` (the formula is render.nearest_source)."""
+    return nearest_source(torch.arange(n_dst, device=device, dtype=torch.long), n_src, n_dst)
 
 
 def resize_nearest(ids: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -56,10 +74,10 @@ def valid_depth(depth: torch.Tensor) -> torch.Tensor:
 
 
 def robust_depth_range(depth: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame (near, far) as B-vectors: 2nd/98th percentile of valid pixels, (0, 1) if none.
+    """Per-frame (near, far) as B-vectors: the ROBUST_PERCENTILES of valid pixels, EMPTY_DEPTH_RANGE if none.
 
     Sort-based with invalid pixels pushed to +inf, so there is no data-dependent shape (and no
-    device sync), and no torch.quantile size limit. Positions are integer maths as in render.py.
+    device sync), and no torch.quantile size limit. Positions are render.percentile_position's integers.
     """
     flat = torch.where(valid, depth, torch.full_like(depth, float("inf"))).flatten(1)
     s = flat.sort(dim=1).values
@@ -67,35 +85,34 @@ def robust_depth_range(depth: torch.Tensor, valid: torch.Tensor) -> tuple[torch.
     last = (n - 1).clamp_min(0)
     out = []
     for q in ROBUST_PERCENTILES:
-        k = q * last
-        lo = k // 100
+        lo, rest = percentile_position(q, last)
         hi = torch.minimum(lo + 1, last)
-        frac = (k % 100).to(torch.float32) / 100.0
+        frac = rest.to(torch.float32) / 100.0
         a = s.gather(1, lo[:, None])[:, 0]
         b = s.gather(1, hi[:, None])[:, 0]
         out.append(a + (b - a) * frac)
     none = n == 0
-    near = torch.where(none, torch.zeros_like(out[0]), out[0])
-    far = torch.where(none, torch.ones_like(out[1]), out[1])
+    near = torch.where(none, torch.full_like(out[0], EMPTY_DEPTH_RANGE[0]), out[0])
+    far = torch.where(none, torch.full_like(out[1], EMPTY_DEPTH_RANGE[1]), out[1])
     return near, far
 
 
 def resize_depth(depth: torch.Tensor, valid: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear resize ignoring invalid pixels (normalised by the resized validity mask)."""
+    """Bilinear resize ignoring invalid pixels (normalised by the resized validity mask), as render.resize_depth."""
     if tuple(depth.shape[-2:]) == tuple(hw):
         return depth, valid
     both = torch.stack([torch.where(valid, depth, torch.zeros_like(depth)), valid.to(depth.dtype)], dim=1)
     d, m = F.interpolate(both, size=hw, mode="bilinear", align_corners=False).unbind(1)
-    return d / m.clamp_min(1e-6), m >= 0.5
+    return d / m.clamp_min(MIN_WEIGHT), m >= VALID_WEIGHT
 
 
 def depth_rgb(depth: torch.Tensor, valid: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
               lut: torch.Tensor) -> torch.Tensor:
     """B x H x W depth -> B x H x W x 3 uint8; near/far are B-vectors (float32)."""
     near, far = near.view(-1, 1, 1), far.view(-1, 1, 1)
-    scale = 255.0 / (far - near).clamp_min(1e-6)
+    scale = float(NEAR_INDEX) / (far - near).clamp_min(MIN_DEPTH_SPAN)
     d = torch.where(valid, depth, far.expand_as(depth))
-    idx = torch.round((far - d) * scale).clamp_(0, 255).to(torch.long)
+    idx = torch.round((far - d) * scale).clamp_(FAR_INDEX, NEAR_INDEX).to(torch.long)
     rgb = lut[idx]
     return rgb.masked_fill_(~valid.unsqueeze(-1), 0)
 
@@ -106,11 +123,11 @@ def blend(image: torch.Tensor, color: torch.Tensor, alpha: float) -> torch.Tenso
 
 
 def class_counts(classes: torch.Tensor) -> torch.Tensor:
-    """B x 256 pixel counts per id, one bincount for the whole batch (ids offset per frame)."""
+    """B x LUT_SIZE pixel counts per id, one bincount for the whole batch (ids offset per frame)."""
     b = classes.shape[0]
-    offs = torch.arange(b, device=classes.device).view(-1, 1) * 256
+    offs = torch.arange(b, device=classes.device).view(-1, 1) * LUT_SIZE
     flat = (classes.reshape(b, -1).to(torch.long) + offs).flatten()
-    return torch.bincount(flat, minlength=256 * b).view(b, 256)
+    return torch.bincount(flat, minlength=LUT_SIZE * b).view(b, LUT_SIZE)
 
 
 class TorchRenderer:
@@ -124,7 +141,7 @@ class TorchRenderer:
         self.style = style
         self.device = torch.device(device)
         self.layout = view_layout(style.view)
-        self.panel_names = frozenset(n for row in self.layout for n in row)
+        self.panel_names = layout_panels(self.layout)
         self._class_lut = torch.from_numpy(class_lut(style.palette)).to(self.device)
         self._depth_lut = torch.from_numpy(colormap_lut(style.colormap).copy()).to(self.device)
         self._range = None if style.depth_range is None else (
@@ -141,7 +158,7 @@ class TorchRenderer:
         cls = None if classes is None else _batched(self._upload(classes), 2)
         if cls is not None:
             if cls.dtype != torch.uint8:
-                cls = torch.where((cls < 0) | (cls > 255), 255, cls).to(torch.uint8)
+                cls = torch.where((cls < 0) | (cls > MAX_ID), IGNORE_ID, cls).to(torch.uint8)  # as render.as_ids
             if cls.dim() != 3 or cls.shape[0] != img.shape[0]:
                 raise ValueError(f"classes must be (B x) h x w matching the image batch, got {tuple(cls.shape)}")
         dep = None if depth is None else _batched(self._upload(depth), 2).to(torch.float32)
@@ -181,14 +198,14 @@ class TorchRenderer:
         d, v = resize_depth(depth, valid, hw)
         rgb = depth_rgb(d, v, near, far, self._depth_lut)
         if sky is not None:  # the far colour, as render.depth_panel draws it
-            rgb[resize_nearest(sky.to(torch.uint8), hw).bool()] = self._depth_lut[0]
+            rgb[resize_nearest(sky.to(torch.uint8), hw).bool()] = self._depth_lut[FAR_INDEX]
         return rgb
 
     def _canvas(self, img: torch.Tensor, cls: torch.Tensor | None, dep: torch.Tensor | None,
                 depth_range: tuple[float, float] | None = None) -> torch.Tensor:
         validate_view(self.style.view, has_classes=cls is not None, has_depth=dep is not None)
         hw = (int(img.shape[1]), int(img.shape[2]))
-        panels = {"frame": img, "seg": img, "overlay": img, "depth": img}
+        panels = dict.fromkeys(PANELS, img)
         if cls is not None and self.panel_names & CLASS_PANELS:
             seg = self._class_lut[resize_nearest(cls, hw).to(torch.long)]
             panels["seg"] = seg
@@ -196,9 +213,8 @@ class TorchRenderer:
                 panels["overlay"] = blend(img, seg, self.style.alpha)
         if dep is not None and "depth" in self.panel_names:
             panels["depth"] = self._depth_panel(dep, hw, depth_range, cls)
-        # Single-panel views are always a fresh tensor (validate_view rules out the bare frame).
-        rows = [torch.cat([panels[n] for n in row], dim=2) for row in self.layout]
-        return torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
+        # A single-panel view is always a fresh tensor (validate_view rules out the bare frame); dim 0 is the batch.
+        return compose(self.layout, panels, lambda parts, axis: torch.cat(parts, dim=axis + 1))
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, classes: torch.Tensor | None,

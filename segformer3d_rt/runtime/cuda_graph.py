@@ -10,19 +10,15 @@ a fresh thread), so ``--device cuda:1`` captures on GPU 1.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
 
-from .cache import LRUCache
+from .device import on_device
+from .lru import LRUCache
 
 CAPTURE_MODE = "thread_local"
-
-
-def _on(device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class CudaGraphRunner:
@@ -42,7 +38,7 @@ class CudaGraphRunner:
                  capture_error_mode: str = CAPTURE_MODE) -> None:
         device = example.device
         self.device = device
-        with _on(device):
+        with on_device(device):
             self.static_in = example.clone()
             stream = stream if stream is not None else torch.cuda.Stream(device)
             if stream.device != device:

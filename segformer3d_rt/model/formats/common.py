@@ -18,7 +18,7 @@ import torch
 from ...errors import CheckpointError
 from ...labels import default_class_names, default_palette
 from ..metadata import ModelMeta
-from ..segformer import variant_name
+from ..variants import variant_name
 
 StateDict = dict[str, torch.Tensor]
 Rules = list[tuple[str, "str | Callable[[re.Match], str]"]]

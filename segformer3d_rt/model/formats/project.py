@@ -26,7 +26,7 @@ def meta(sd: StateDict, src: Source) -> ModelMeta:
     try:
         return ModelMeta.from_json(src.header[META_KEY])
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f"'{src.weights}' has unreadable segformer3d-rt metadata ({e})") from None
+        raise CheckpointError(f"'{src.weights}': its segformer3d-rt metadata is refused: {e}") from None
 
 
 def encoder_only(sd: StateDict) -> bool:
