@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from segformer3d_rt.runtime.backends import torch_network
 from segformer3d_rt import cli
 from segformer3d_rt.model import build_model
 from segformer3d_rt.model.attention import (MEAN, AttentionCapture, AttentionRequest, BlockRef, attention_module,
@@ -135,8 +136,9 @@ def test_outputs_are_bit_identical_with_and_without_capture_and_the_normal_path_
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in modules)  # nothing left behind
     # through the engine: the same class and depth maps, maps only when asked
     frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8))
-    normal = InferenceEngine(model, torch.device("cpu"), None)(frames)
-    asked = InferenceEngine(model, torch.device("cpu"), None, attention=AttentionRequest((BlockRef(2, 1),)))(frames)
+    normal = InferenceEngine(torch_network(model, torch.device("cpu"), "fp32"))(frames)
+    asked = InferenceEngine(torch_network(model, torch.device("cpu"), "fp32"),
+                            attention=AttentionRequest((BlockRef(2, 1),)))(frames)
     assert normal.attention is None and len(asked.attention) == 2 and set(asked.attention[1]) == {BlockRef(2, 1)}
     assert torch.equal(normal.classes, asked.classes) and torch.equal(normal.depth, asked.depth)
 
@@ -188,7 +190,7 @@ def _engineered_attention(model, frame: np.ndarray, box):
     seen = {}
     hooks = [attn.register_forward_pre_hook(lambda m, args: seen.update(z=args[0][0])),
              attn.norm.register_forward_hook(lambda m, args, out: seen.update(zk=out[0]))]
-    engine = InferenceEngine(model, torch.device("cpu"), None, attention=AttentionRequest((ref,)))
+    engine = InferenceEngine(torch_network(model, torch.device("cpu"), "fp32"), attention=AttentionRequest((ref,)))
     images = Preprocessor(box)(_frame_of(frame))[None]
     try:
         engine(images)
@@ -248,7 +250,7 @@ def test_a_querys_map_lands_on_the_distinct_patch_after_fitting():
 
 
 def test_grid_with_panels_layout_and_clicks_move_the_query(model):
-    engine = InferenceEngine(model, torch.device("cpu"), None,
+    engine = InferenceEngine(torch_network(model, torch.device("cpu"), "fp32"),
                              attention=AttentionRequest(tuple(BlockRef(s, 2) for s in (1, 2, 3, 4))))
     image = np.random.default_rng(2).integers(0, 256, (72, 120, 3), dtype=np.uint8)
     box = (64, 96)
@@ -316,7 +318,7 @@ def _write_video(path, n: int = 6, hw=(72, 120), fps: int = 10) -> None:
     (["--head", "first"], "--head wants a head number"),
     (["--query", "120,5"], "--query 120,5 is outside the 120x72 frame"),
     (["--query", "3"], "--query wants X,Y"),
-    (["--with", "seg"], "--with seg: choose overlay or depth"),
+    (["--with", "seg"], "unknown --with 'seg'; choose one of overlay, depth"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, flags, message):
     image = tmp_path / "in.png"
@@ -410,8 +412,9 @@ def test_on_cuda_in_fp16_the_maps_are_distributions_and_the_outputs_unchanged(tm
     model = build_model("b0").eval()
     frames = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 128, 256, 3), dtype=np.uint8))
     dev = torch.device("cuda")
-    plain = InferenceEngine(model, dev, torch.float16, cuda_graphs=False)(frames)
-    engine = InferenceEngine(model, dev, torch.float16, cuda_graphs=True, attention=AttentionRequest(ALL_BLOCKS))
+    plain = InferenceEngine(torch_network(model, dev, "fp16"), cuda_graphs=False)(frames)
+    engine = InferenceEngine(torch_network(model, dev, "fp16"), cuda_graphs=True,
+                             attention=AttentionRequest(ALL_BLOCKS))
     assert not engine.cuda_graphs  # hooks need eager runs
     asked = engine(frames)
     assert torch.equal(plain.classes, asked.classes) and torch.equal(plain.depth, asked.depth)

@@ -6,7 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from segformer3d_rt import build_model
+from segformer3d_rt.model.folding import fold
+from segformer3d_rt.runtime.backends.fidelity import check_input
 from segformer3d_rt.runtime.backends.openvino import has_bf16
 
 
@@ -18,6 +22,24 @@ def _bench(tmp_path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@torch.inference_mode()
+def _bf16_against_fp32(size: tuple[int, int]) -> tuple[float, float, int]:
+    """What the bench says it measures, computed here with torch alone: the random b0 of seed 0 (the bench's), its
+    heads folded, on the check frame, fp32 against bf16 autocast: (argmax agreement, mean relative depth
+    difference, pixels compared)."""
+    torch.manual_seed(0)
+    model = build_model("b0").eval()
+    net = fold(model)
+    x = check_input(model.meta, size)
+    ref = net(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = net(x)
+    agree = (ref.seg_logits.argmax(1) == low.seg_logits.float().argmax(1)).float().mean().item()
+    d_ref, d_low = model.meta.depth.to_depth(ref.depth.float()), model.meta.depth.to_depth(low.depth.float())
+    depth_rel = ((d_low - d_ref).abs() / d_ref.clamp_min(1e-6)).mean().item()
+    return agree, depth_rel, ref.seg_logits[0, 0].numel()
+
+
 def test_model_only_sweep_reports_every_case_with_percentiles(tmp_path):
     rep = _bench(tmp_path, "--variant", "b0", "--sizes", "64x128,64x96", "--batch", "1,2", "--precision",
                  "fp32,bf16", "--mode", "folded", "--warmup", "1", "--iters", "4")
@@ -25,14 +47,18 @@ def test_model_only_sweep_reports_every_case_with_percentiles(tmp_path):
     assert len(rows) == 2 * 2 * 2
     assert {(r["size"], r["batch"], r["precision"], r["mode"]) for r in rows} == {
         (s, b, p, "folded") for s in ("64x128", "64x96") for b in (1, 2) for p in ("fp32", "bf16")}
+    expected = {f"{h}x{w}": _bf16_against_fp32((h, w)) for h, w in ((64, 128), (64, 96))}
     for r in rows:
         lat = r["latency_ms"]
         assert lat["count"] == 4 and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert r["throughput_fps"] == pytest.approx(r["batch"] * 1000.0 / lat["p50"], rel=0.5)
         assert r["peak_gpu_mem_mb"] is None
-        if r["precision"] == "bf16":  # fidelity against fp32 on the same input
+        if r["precision"] == "bf16":  # fidelity against fp32 on the same input: the figures torch gives here
             f = r["fidelity"]
-            assert 0.0 <= f["argmax_agreement"] <= 1.0 and f["depth_rel_diff_mean"] >= 0.0
+            agree, depth_rel, pixels = expected[r["size"]]  # a batch of 2 is the same frame twice
+            assert f["argmax_agreement"] == pytest.approx(agree, abs=1.01 / pixels)  # within one pixel
+            assert f["depth_rel_diff_mean"] == pytest.approx(depth_rel, rel=0.01)
+            assert f["depth_rel_diff_mean"] > 0  # bf16 really ran: fp32 under a bf16 label would say 0
         else:
             assert "fidelity" not in r
     assert rep["environment"]["device"] == "cpu" and rep["environment"]["threads"] == 2
@@ -64,7 +90,7 @@ def test_repeated_rounds_report_the_median_round(tmp_path):
 def test_bad_mode_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--mode", "turbo",
                         "--sizes", "64x64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "unknown mode 'turbo'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "unknown --mode 'turbo'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--mode", "cudagraph",
                         "--sizes", "64x64", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "needs a CUDA device" in r.stderr
@@ -99,7 +125,7 @@ def test_backend_sweep_with_startup_fidelity_and_the_transformers_reference(tmp_
 
 def test_bad_backend_and_compare_are_one_line():
     base = [sys.executable, "-m", "segformer3d_rt", "bench", "--variant", "b0", "--sizes", "64x64", "--device", "cpu"]
-    for extra, needle in ((["--backend", "turbo"], "unknown backend 'turbo'"),
+    for extra, needle in ((["--backend", "turbo"], "unknown --backend 'turbo'"),
                           (["--backend", "tensorrt"], "runs on CUDA"),
                           (["--compare", "timm"], "unknown --compare 'timm'")):
         r = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)

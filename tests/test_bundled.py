@@ -18,6 +18,7 @@ from segformer3d_rt import load_model
 from segformer3d_rt.data.registry import HELD_OUT_SEED, open_dataset
 from segformer3d_rt.evaluation.evaluate import evaluate
 from segformer3d_rt.labels import SKY
+from segformer3d_rt.runtime.backends import torch_network
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
@@ -61,17 +62,17 @@ def _card(row: str) -> float:
 
 @pytest.fixture(scope="module")
 def camvid_val() -> dict:
-    return evaluate(load_model(WEIGHTS), open_dataset(f"camvid:{CAMVID},split=val"), torch.device("cpu"))
+    return evaluate(torch_network(load_model(WEIGHTS), torch.device("cpu")), open_dataset(f"camvid:{CAMVID},split=val"))
 
 
 @pytest.fixture(scope="module")
 def held_out() -> dict:  # at the checkpoint's input box, as the model card's figures
-    return evaluate(load_model(WEIGHTS), open_dataset(HELD_OUT, "val"), torch.device("cpu"))
+    return evaluate(torch_network(load_model(WEIGHTS), torch.device("cpu")), open_dataset(HELD_OUT, "val"))
 
 
 @pytest.fixture(scope="module")
 def kitti() -> dict:
-    return evaluate(load_model(WEIGHTS), open_dataset(f"kitti:{KITTI}"), torch.device("cpu"))
+    return evaluate(torch_network(load_model(WEIGHTS), torch.device("cpu")), open_dataset(f"kitti:{KITTI}"))
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from segformer3d_rt.runtime.backends import torch_network
 from segformer3d_rt.errors import SinkError, UserError
 from segformer3d_rt.model import build_model
 from segformer3d_rt.pipeline.infer import BatchResult, InferenceEngine, gpu_seconds
@@ -24,10 +25,10 @@ from segformer3d_rt.pipeline.runner import DeferredStageTimes
 from segformer3d_rt.pipeline.sinks import Mp4Sink, choose_encoder
 from segformer3d_rt.pipeline.sinks.encoders import (NVENC_PRESETS, X264_TO_NVENC_PRESET, encoder_options,
                                                     nvenc_preset)
-from segformer3d_rt.pipeline.sources import open_source, video_file
+from segformer3d_rt.pipeline.sources import open_source
 from segformer3d_rt.pipeline.sources.video_file import NVDEC, VideoFileSource, decoder_claim, hwaccel_device
 from segformer3d_rt.pipeline.stats import PipelineStats
-from segformer3d_rt.runtime.cuda_graph import CAPTURE_MODE, CudaGraphRunner, GraphCache
+from segformer3d_rt.runtime.cuda_graph import CudaGraphRunner, GraphCache
 from segformer3d_rt.runtime.device import cuda_index, explicit_device
 
 NO_GPU = not torch.cuda.is_available()
@@ -71,7 +72,7 @@ def test_capture_policy_bounds_and_first_sight_option():
 
 def _tiny_engine(**kw) -> InferenceEngine:
     torch.manual_seed(0)
-    return InferenceEngine(build_model("b0"), torch.device("cpu"), None, **kw)
+    return InferenceEngine(torch_network(build_model("b0"), torch.device("cpu"), "fp32"), **kw)
 
 
 def test_engine_runs_a_new_shape_eagerly_and_uses_the_graph_from_its_second_batch():
@@ -102,11 +103,109 @@ def test_engine_refuses_graphs_off_cuda_and_times_nothing_on_the_host_path():
     assert r.timing is None  # CPU work is synchronous: its wall time is its time
 
 
-def test_capture_is_thread_local_by_default():
-    import inspect
+class FakeCuda:
+    """Just enough of CUDA for :class:`CudaGraphRunner` on a CPU tensor, with the one rule that matters here, that of
+    cudaStreamCaptureMode (as torch.cuda.graph documents it): while a capture is underway a potentially unsafe
+    call (cudaMalloc, a synchronise) fails in *every* thread under "global" (torch's default), only in the
+    capturing thread under "thread_local", nowhere under "relaxed"; any other mode is refused, as CUDA does."""
 
-    assert CAPTURE_MODE == "thread_local"
-    assert inspect.signature(CudaGraphRunner).parameters["capture_error_mode"].default == "thread_local"
+    MODES = ("global", "thread_local", "relaxed")
+
+    def __init__(self) -> None:
+        self.capture: tuple[int, str] | None = None  # (capturing thread, mode) while a capture is underway
+
+    def unsafe_call(self, what: str) -> None:
+        if self.capture is None:
+            return
+        thread, mode = self.capture
+        if mode == "global" or (mode == "thread_local" and threading.get_ident() == thread):
+            raise RuntimeError(f"{what}: operation not permitted when stream is capturing")
+
+    def install(self, monkeypatch) -> None:
+        cuda = self
+
+        class Stream:
+            def __init__(self, device=None) -> None:
+                self.device = device
+
+            def wait_stream(self, other) -> None:
+                pass
+
+        class Graph:
+            def replay(self) -> None:
+                pass
+
+        class graph:  # torch.cuda.graph's signature, torch's default mode included
+            def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode="global") -> None:
+                if capture_error_mode not in cuda.MODES:
+                    raise RuntimeError(f"unknown capture mode {capture_error_mode!r}")
+                self.mode = capture_error_mode
+
+            def __enter__(self) -> None:
+                cuda.unsafe_call("synchronize")  # torch.cuda.graph synchronises on entry, before capturing
+                cuda.capture = (threading.get_ident(), self.mode)
+
+            def __exit__(self, *exc) -> None:
+                cuda.capture = None
+
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream(device))
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: ExitStack())
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+
+
+def _capture_beside_a_render_thread(cuda: FakeCuda, **runner_kw) -> tuple[dict[str, str], CudaGraphRunner, list[bool]]:
+    """Capture ``2x`` while a second thread (the render/NVENC threads of a run) allocates mid-capture, then the
+    capturing thread tries the same: what each got ("ok" or the error), the runner, and how often fn ran."""
+    seen: dict[str, str] = {}
+    in_capture, other_done = threading.Event(), threading.Event()
+
+    def attempt(who: str) -> None:
+        try:
+            cuda.unsafe_call("cudaMalloc")
+            seen[who] = "ok"
+        except RuntimeError as e:
+            seen[who] = str(e)
+
+    def render_thread() -> None:
+        if in_capture.wait(10):
+            attempt("other")
+        other_done.set()
+
+    calls = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        calls.append(cuda.capture is not None)
+        if cuda.capture is not None:  # the capture itself: hold it open until the other thread has tried
+            in_capture.set()
+            other_done.wait(10)
+            attempt("own")
+        return x * 2
+
+    t = threading.Thread(target=render_thread)
+    t.start()
+    try:
+        runner = CudaGraphRunner(fn, torch.arange(4.0), **runner_kw)
+    finally:
+        in_capture.set()
+        t.join(10)
+    return seen, runner, calls
+
+
+def test_a_capture_leaves_the_other_threads_free_to_use_the_gpu(monkeypatch):
+    """What thread-local capture buys a running pipeline: the render thread's allocations and synchronising copies
+    go through while the inference thread captures (under torch's default mode they fail and break the run)."""
+    cuda = FakeCuda()
+    cuda.install(monkeypatch)
+    seen, runner, calls = _capture_beside_a_render_thread(cuda)
+    assert seen["other"] == "ok"  # the other thread's cudaMalloc went through mid-capture
+    assert "not permitted" in seen["own"]  # the capturing thread itself is still held to the capture rules
+    assert calls == [False, False, False, True]  # three warm-ups outside the capture, then the captured run
+    assert torch.equal(runner.static_out, torch.arange(4.0) * 2) and cuda.capture is None
+    # the same capture under torch's own default is what would break: the test can tell the two apart
+    seen, _, _ = _capture_beside_a_render_thread(cuda, capture_error_mode="global")
+    assert "not permitted" in seen["other"]
 
 
 # ----------------------------------------------------------------------------------- device index propagation
@@ -141,13 +240,36 @@ def _small_mp4(path: Path, n: int = 4) -> Path:
     return path
 
 
+def _one_gpu_ffmpeg(monkeypatch) -> None:
+    """FFmpeg on a machine with one NVIDIA GPU (device 0), as far as opening goes: its CUDA hwdevice is created
+    on the device PyAV's HWAccel names, and an ordinal past the last GPU fails as cuDeviceGet does. With a GPU
+    that exists the file opens (in software here: no hardware frames can be faked), and the source then says
+    NVDEC was not attached for this stream."""
+    real_open = av.open
+
+    def fake_open(path, *args, hwaccel=None, **kw):
+        if hwaccel is not None and hwaccel.device_id >= 1:
+            raise av.error.ExternalError(-542398533, "cuDeviceGet failed: CUDA_ERROR_INVALID_DEVICE: invalid "
+                                                     "device ordinal")
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr("av.codec.hwaccel.hwdevices_available", lambda: ["cuda"])
+    monkeypatch.setattr(av, "open", fake_open)
+
+
 def test_open_source_passes_the_run_gpu_to_nvdec(tmp_path, monkeypatch):
     clip = _small_mp4(tmp_path / "c.mp4")
-    seen = []
-    monkeypatch.setattr(video_file, "_open_hw", lambda path, device=None: seen.append(device) or (None, "fake"))
-    with open_source(str(clip), hwaccel=True, hw_device=1) as src:
-        assert "software" in src.decoder and "fake" in src.decoder
-    assert seen == [1]
+    _one_gpu_ffmpeg(monkeypatch)
+    claims = {}
+    for gpu in (None, 0, 1):
+        with open_source(str(clip), hwaccel=True, hw_device=gpu) as src:
+            frames = list(src.frames())
+            claims[gpu] = src.decoder
+        assert len(frames) == 4 and frames[3].image.mean() == pytest.approx(60, abs=2)  # decoded all the same
+    # GPU 1 does not exist on this (fake) machine: only a device index that reached FFmpeg can fail so
+    assert "software" in claims[1] and "invalid device ordinal" in claims[1]
+    for gpu in (None, 0):  # GPU 0 exists: the hwdevice was made, the stream itself decodes in software
+        assert "invalid device ordinal" not in claims[gpu] and "unavailable for this stream" in claims[gpu]
 
 
 def test_nvenc_gets_the_run_gpu(tmp_path, monkeypatch):
@@ -170,10 +292,21 @@ def test_session_opens_sinks_on_the_run_gpu_and_says_what_quality_is_used(tmp_pa
     from segformer3d_rt.pipeline.config import RunConfig
     from segformer3d_rt.pipeline.session import _open_sinks
 
+    from segformer3d_rt.pipeline.sources.base import Source
+
+    class Clip(Source):  # what the session asks of a source, declared by Source itself
+        fps, time_base = 25.0, Fraction(1, 25)
+
+        def frames(self):
+            return iter(())
+
+        def close(self) -> None:
+            pass
+
     cfg = RunConfig(source="x", outputs=[str(tmp_path / "o.mp4")], codec="h264_nvenc", crf=20, preset="slow")
-    source = SimpleNamespace(fps=25.0, time_base=Fraction(1, 25), path=None)
     with caplog.at_level(logging.INFO, logger="segformer3d_rt.pipeline.session"), ExitStack() as stack:
-        sinks, _, _ = _open_sinks(cfg, source, stack, cuda=True, gpu=1)
+        sinks, _, _, encoders = _open_sinks(cfg, Clip(), stack, cuda=True, gpu=1)
+        assert len(encoders) == 1 and "cq=20" in encoders[0]
         assert sinks[0]._options == {"preset": "p5", "rc": "vbr", "cq": "20", "b": "0", "tune": "hq", "gpu": "1"}
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encode o.mp4:")]
     assert len(lines) == 1
@@ -404,8 +537,8 @@ def test_capture_succeeds_while_another_thread_launches_kernels():
     t = threading.Thread(target=busy)
     t.start()
     try:
-        engine = InferenceEngine(_net(), dev, torch.float16, cuda_graphs=True, keep_on_device=True)
-        eager = InferenceEngine(_net(), dev, torch.float16, cuda_graphs=False)
+        engine = InferenceEngine(torch_network(_net(), dev, "fp16"), cuda_graphs=True, keep_on_device=True)
+        eager = InferenceEngine(torch_network(_net(), dev, "fp16"), cuda_graphs=False)
         batch = torch.randint(0, 255, (2, 128, 256, 3), dtype=torch.uint8)
         for _ in range(4):
             with torch.no_grad():
@@ -423,7 +556,7 @@ def test_capture_succeeds_while_another_thread_launches_kernels():
 @pytest.mark.cuda
 def test_graph_engine_captures_only_repeating_shapes_into_one_pool():
     dev = torch.device("cuda")
-    engine = InferenceEngine(_net(), dev, None, cuda_graphs=True)
+    engine = InferenceEngine(torch_network(_net(), dev, "fp32"), cuda_graphs=True)
     full = torch.randint(0, 255, (4, 128, 256, 3), dtype=torch.uint8)
     engine(full)
     assert len(engine._graphs) == 0  # first sight: eager
@@ -441,7 +574,7 @@ def test_engine_on_the_second_gpu_keeps_everything_there():
         pytest.skip("needs two CUDA devices")
     dev = torch.device("cuda:1")
     before = torch.cuda.memory_allocated(0)
-    engine = InferenceEngine(_net(), dev, torch.float16, cuda_graphs=True, keep_on_device=True)
+    engine = InferenceEngine(torch_network(_net(), dev, "fp16"), cuda_graphs=True, keep_on_device=True)
     batch = torch.randint(0, 255, (2, 128, 256, 3), dtype=torch.uint8)
 
     def work() -> BatchResult:  # a stage thread: its current device is 0
@@ -467,11 +600,12 @@ def test_engine_on_the_second_gpu_keeps_everything_there():
 
 @pytest.mark.cuda
 def test_cudagraph_bench_matches_eager_and_records_no_autograd_state():
-    from segformer3d_rt.benchmark.model_only import example_input, make_forward, time_forward
+    from segformer3d_rt.benchmark.model_only import make_forward, time_forward
+    from segformer3d_rt.runtime.backends.fidelity import check_input
 
     dev = torch.device("cuda")
     model = _net().to(dev).eval()
-    x = example_input(model, 2, (256, 512)).to(dev)
+    x = check_input(model.meta, (256, 512), 2).to(dev)
     graphed = make_forward(model, dev, "fp32", "cudagraph", x)
     folded = make_forward(model, dev, "fp32", "folded", x)
     assert not graphed.static_out.seg_logits.requires_grad  # captured under inference mode

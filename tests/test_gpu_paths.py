@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from segformer3d_rt.runtime.backends import torch_network
 from segformer3d_rt import load_model
-from segformer3d_rt.benchmark.model_only import example_input, fidelity
+from segformer3d_rt.benchmark.model_only import fidelity, make_forward
+from segformer3d_rt.runtime.backends.fidelity import check_input
 from segformer3d_rt.pipeline.frames import Frame
 from segformer3d_rt.pipeline.infer import InferenceEngine
 from segformer3d_rt.pipeline.preprocess import Preprocessor
@@ -75,8 +77,9 @@ def test_cuda_run_without_cuda_is_one_line(tmp_path):
 def test_reduced_precision_fidelity_against_fp32(precision):
     """Issue 5's fidelity targets on a held-out scene: argmax agreement >= 99.5 %, depth within 1 %."""
     model = load_model(WEIGHTS, device="cuda")
-    x = example_input(model, 1, (512, 1024)).cuda()
-    f = fidelity(model, torch.device("cuda"), precision, x)
+    x = check_input(model.meta, (512, 1024)).cuda()
+    dev = torch.device("cuda")
+    f = fidelity(model, dev, make_forward(model, dev, precision, "folded", x), x)
     assert f["argmax_agreement"] >= 0.995, f
     if precision == "fp16":
         assert f["depth_rel_diff_mean"] <= 0.01, f
@@ -94,8 +97,8 @@ def test_cuda_graph_engine_matches_eager_and_rebuilds_only_on_new_shapes():
     """Graphs are captured on a shape's second sighting (the first runs eagerly)."""
     model = load_model(WEIGHTS)
     dev = torch.device("cuda")
-    eager = InferenceEngine(model, dev, None, cuda_graphs=False)
-    graphed = InferenceEngine(load_model(WEIGHTS), dev, None, cuda_graphs=True)
+    eager = InferenceEngine(torch_network(model, dev, "fp32"), cuda_graphs=False)
+    graphed = InferenceEngine(torch_network(load_model(WEIGHTS), dev, "fp32"), cuda_graphs=True)
     pre = Preprocessor((256, 512))
     frames = _synthetic_frames(3)
     batch = torch.stack([pre(f) for f in frames])
@@ -118,8 +121,8 @@ def test_pinned_side_stream_upload_and_device_resize_match_the_host_path():
     frames = _synthetic_frames(2)
     host_pre = Preprocessor((256, 512))
     dev_pre = Preprocessor((256, 512), resize_on_device=True)
-    host = InferenceEngine(model, torch.device("cpu"), None)
-    gpu = InferenceEngine(load_model(WEIGHTS), dev, None, cuda_graphs=False)
+    host = InferenceEngine(torch_network(model, torch.device("cpu"), "fp32"))
+    gpu = InferenceEngine(torch_network(load_model(WEIGHTS), dev, "fp32"), cuda_graphs=False)
     ref = host(torch.stack([host_pre(f) for f in frames]))
     host_batch = torch.stack([dev_pre(f) for f in frames])
     batch = gpu.upload(host_batch)

@@ -173,14 +173,34 @@ def test_cli_calls_every_command_entry():
                 assert n in imported, f"cli.py never calls {module}.{n}"
 
 
+# a needle (a list of choices, a constant, a rule) -> the one module that may hold it
+ONE_HOME = {
+    "torch.bfloat16": "runtime/device.py",  # the precision name <-> dtype table
+    "os.W_OK": "runtime/paths.py",  # the writability probe
+    '"rich" if': "runtime/progress.py",  # the auto -> rich or plain rule
+    '"plain", "none"': "runtime/progress.py",  # the progress modes
+    '".mov", ".mkv"': "runtime/media_kinds.py",  # the video suffixes
+    'BACKENDS = ("auto"': "runtime/backends/__init__.py",
+    '"onnxruntime": ("fp32",)': "runtime/backends/__init__.py",  # what each backend computes in
+    "% 32": "runtime/sizes.py",  # the network's stride
+    "// 32": "runtime/sizes.py",
+    "upsample_argmax(out": "pipeline/forward.py",  # the forward recipe's decoding
+    "Normalizer(self.meta": "pipeline/forward.py",  # and its normalisation
+    '"fp32", "fp16", "bf16"': "runtime/device.py",  # precision names are derived from PRECISIONS elsewhere
+    "def _same_file": "runtime/paths.py",
+}
+
+
 def test_facts_with_one_home():
-    """The precision name <-> dtype table, the writability probe and the normalisation live in runtime/ only."""
-    homes = {"torch.bfloat16": "runtime/device.py", "os.W_OK": "runtime/paths.py"}
+    """Each list of choices, constant and rule lives in one module; the others import it."""
     for name, path in MODULES.items():
         text = path.read_text()
         rel = path.relative_to(ROOT).as_posix()
-        for needle, home in homes.items():
-            assert needle not in text or rel == home, f"{rel} uses {needle}; its home is {home}"
-    for name in ("pipeline.infer", "evaluation.evaluate", "benchmark.model_only", "data.augment"):
+        for needle, home in ONE_HOME.items():
+            assert needle not in text or rel == home, f"{rel} holds {needle!r}; its home is {home}"
+    for name in ("pipeline.infer", "evaluation.evaluate"):  # the one forward recipe
+        assert "from .forward import Forward" in MODULES[f"{PKG}.{name}"].read_text() or \
+            "from ..pipeline.forward import Forward" in MODULES[f"{PKG}.{name}"].read_text(), name
+    for name in ("benchmark.model_only", "data.augment", "pipeline.forward"):  # normalisation in one place
         text = MODULES[f"{PKG}.{name}"].read_text()
-        assert "runtime.normalize" in text, f"{name} normalises images without runtime/normalize.py"
+        assert "runtime.normalize" in text or "backends.fidelity import" in text, name

@@ -179,6 +179,7 @@ def test_live_source_drops_frames_and_latency_stays_bounded(weights):
     from segformer3d_rt.pipeline.preprocess import Preprocessor
     from segformer3d_rt.pipeline.runner import Pipeline, PipelineParts
     from segformer3d_rt.pipeline.sources import open_source
+    from segformer3d_rt.runtime.backends import torch_network
 
     class SlowEngine(InferenceEngine):
         def run(self, batch, size=None):
@@ -186,7 +187,7 @@ def test_live_source_drops_frames_and_latency_stays_bounded(weights):
             return super().run(batch, size)
 
     model = load_model(weights)
-    engine = SlowEngine(model, torch.device("cpu"), None)
+    engine = SlowEngine(torch_network(model, torch.device("cpu"), "fp32"))
     with open_source("synthetic:seed=1,size=128x256,fps=25,frames=100", live=True) as source:
         assert source.live
         parts = PipelineParts(source=source, preprocess=Preprocessor((128, 256)), engine=engine,

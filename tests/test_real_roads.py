@@ -13,6 +13,7 @@ from segformer3d_rt.data.datasets import CamVidDataset, KittiDepthDataset
 from segformer3d_rt.data.registry import open_dataset
 from segformer3d_rt.errors import UserError
 from segformer3d_rt.evaluation.evaluate import evaluate, median_scaled
+from segformer3d_rt.runtime.backends import torch_network
 from segformer3d_rt.labels import CAMVID, CITYSCAPES_CLASSES, IGNORE
 from segformer3d_rt.training.losses import seg_loss, set_loss
 from segformer3d_rt.model.metadata import ModelMeta
@@ -196,7 +197,7 @@ def test_eval_grouping_against_a_hand_computed_confusion_matrix(tmp_path):
     pred[8:12] = CS["sky"]
     pred[12:14] = CS["terrain"]  # rows 12-13: labelled road, predicted terrain -> "tree"
     cv2.imwrite(str(tmp_path / "valannot" / "f.png"), gt)
-    result = evaluate(_FixedModel(pred), CamVidDataset(tmp_path, "val"), torch.device("cpu"))
+    result = evaluate(torch_network(_FixedModel(pred), torch.device("cpu"), fold_heads=False), CamVidDataset(tmp_path, "val"))
     iou = dict(zip(result["classes"], result["segmentation"]["iou"]))
     row = w
     # car: TP 4 rows, FN 4 rows (predicted road), FP 0 -> 4/8
@@ -234,7 +235,7 @@ def test_eval_scores_depth_per_predicted_class_by_hand(tmp_path):
 
     cv2.imwrite(str(tmp_path / "f.png"), np.zeros((h, w, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "f_sparse_depth_kitti256.png"), (gt * 256).astype(np.uint16))
-    result = evaluate(WithDepth(), KittiDepthDataset(tmp_path), torch.device("cpu"))
+    result = evaluate(torch_network(WithDepth(), torch.device("cpu"), fold_heads=False), KittiDepthDataset(tmp_path))
     by = result["depth_by_class"]
     assert set(by) == {"road", "vegetation"}
     assert by["road"]["count"] == 16 * w and by["vegetation"]["count"] == 8 * w

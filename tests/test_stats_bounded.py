@@ -1,11 +1,15 @@
 """Statistics and shape-keyed caches in bounded memory: log-bucket histograms, LRU caches, a pulled dashboard."""
 from __future__ import annotations
 
+import gc
 import io
+import json
 import math
 import re
 import time
-from collections import deque
+import tracemalloc
+import weakref
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 
 from segformer3d_rt import build_model, save_checkpoint
-from segformer3d_rt.runtime.cache import LRUCache
+from segformer3d_rt.runtime.lru import LRUCache
 from segformer3d_rt.pipeline.dashboard import Dashboard
 from segformer3d_rt.pipeline.histogram import LogHistogram
 from segformer3d_rt.pipeline.stats import STAGES, PipelineStats, summarise
@@ -95,36 +99,79 @@ def test_weighted_add_edge_values_and_empty():
 
 
 # ----------------------------------------------------------------------------- bounded memory
+@contextmanager
+def traced_memory():
+    """Python's own count (tracemalloc; numpy reports its buffers to it too) of the memory allocated since the
+    block began and still held: ``with traced_memory() as held: ...; a = held(); ...; held() - a``. Only what was
+    allocated inside the block counts (memory from before it is not seen being freed)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+
+        def held() -> int:
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0] - base
+
+        yield held
+    finally:
+        tracemalloc.stop()
+
+
+@contextmanager
+def retained_bytes():
+    """The memory allocated inside the block and still held after it: ``with retained_bytes() as grown: ...``,
+    then ``grown()``."""
+    result: list[int] = []
+    with traced_memory() as held:
+        yield lambda: result[0]
+        result.append(held())
+
+
+def test_retained_bytes_sees_what_a_growing_list_would_cost():
+    """The yardstick of the tests below: a list of the 20,000 figures is ~0.6 MB, far above their bounds."""
+    kept = []
+    with retained_bytes() as grown:
+        for i in range(20_000):
+            kept.append(0.001 * i)
+    assert grown() > 500_000
+    with retained_bytes() as grown:
+        for i in range(20_000):
+            _ = [0.001 * i]
+    assert grown() < 32_000
+    with retained_bytes() as grown:  # numpy's buffers are counted too
+        kept.append(np.zeros(250_000))
+    assert 2_000_000 <= grown() < 2_100_000
+
+
 def test_histogram_memory_is_fixed_after_a_million_updates():
     h = LogHistogram()
     buckets, nbytes = h.n_buckets, h.nbytes
     assert buckets < 3000 and nbytes < 32_000
     rng = np.random.default_rng(1)
-    h.add_many(np.concatenate([lognormal(1_000_000, seed=2), [0.0, -1.0, 1e-12, 1e9]]))
-    for x in rng.lognormal(math.log(0.02), 2.0, 10_000):
-        h.add(x)
+    many = np.concatenate([lognormal(1_000_000, seed=2), [0.0, -1.0, 1e-12, 1e9]])
+    one_by_one = rng.lognormal(math.log(0.02), 2.0, 10_000)
+    with retained_bytes() as grown:
+        h.add_many(many)
+        for x in one_by_one:
+            h.add(x)
+    assert grown() < 32_000  # what the million values would take as values: 8 MB
     assert h.count == 1_000_000 + 4 + 10_000
-    assert (h.n_buckets, h.nbytes, h._counts.shape) == (buckets, nbytes, (buckets,))
-    assert int(h._counts.sum()) == h.count
+    assert (h.n_buckets, h.nbytes) == (buckets, nbytes)
+    # and the fixed memory still holds the whole stream: percentiles of all of it within the documented bound
+    every = np.concatenate([many, one_by_one])
+    rel = np.abs(np.array(h.percentiles(QS)) / np.percentile(every, QS) - 1)
+    assert rel.max() <= h.rel_error + 1e-9, dict(zip(QS, rel))
+    assert h.summary()["count"] == every.size and h.min == -1.0 and h.max == 1e9
 
 
-def _footprint(obj: object) -> dict[str, object]:
-    """The size of every container a PipelineStats holds (lists would grow; rings and histograms must not)."""
-    out: dict[str, object] = {}
-    for name, v in vars(obj).items():
-        if isinstance(v, LogHistogram):
-            out[name] = ("hist", v.n_buckets, v.nbytes)
-        elif isinstance(v, deque):
-            out[name] = ("ring", len(v), v.maxlen)
-        elif isinstance(v, dict):
-            out[name] = ("dict", sorted((k, _footprint_value(x)) for k, x in v.items()))
-        elif isinstance(v, (list, set, tuple, np.ndarray)):
-            out[name] = ("seq", len(v))
-    return out
-
-
-def _footprint_value(x: object) -> object:
-    return ("hist", x.n_buckets, x.nbytes) if isinstance(x, LogHistogram) else type(x).__name__
+def _layout(report: object) -> object:
+    """A report's shape: its keys, nested, and the length of every list in it (not the values)."""
+    if isinstance(report, dict):
+        return {k: _layout(v) for k, v in report.items()}
+    if isinstance(report, list):
+        return ("list", len(report), [_layout(v) for v in report[:1]])
+    return "value"
 
 
 def test_pipeline_stats_memory_is_fixed_after_a_million_updates():
@@ -137,16 +184,31 @@ def test_pipeline_stats_memory_is_fixed_after_a_million_updates():
                 st.add_stage(s, 0.001 * (1 + i % 7))
             st.frame_out(t_capture=i * 0.04, t_out=i * 0.04 + 0.03 + 0.001 * (i % 5))
 
+    def damage(start: int, n: int) -> None:  # an input damaged all along: one bad packet a second
+        for i in range(start, start + n):
+            st.damaged(1, float(i), i + 0.04)
+
     frames(0, 1_000)
+    damage(0, 40)
     st.drop("capture", 3)
-    before = _footprint(st)
-    frames(1_000, 150_000)  # 7 updates a frame: over a million updates in all
-    st.drop("capture", 3)
-    after = _footprint(st)
-    assert after == before
-    assert not any(isinstance(v, list) for v in vars(st).values())
+    early = st.snapshot(source_fps=25.0)
+    frames(1_000, 130_000)
+    # the last 20,000 frames (140,000 updates) under tracemalloc: a list of any per-frame figure would keep ~0.6 MB
+    with retained_bytes() as grown:
+        frames(131_000, 20_000)  # 7 updates a frame: over a million updates in all
+        damage(40, 1_000)
+        st.drop("capture", 3)
+    assert grown() < 32_000
     assert len(st.recent_latencies()) == 50  # the HUD ring
-    snap = st.snapshot(source_fps=25.0)
+    late = st.snapshot(source_fps=25.0)
+    # what is reported is as big after 151,000 frames as after 1,000: the same keys, lists of the same length
+    assert _layout(late) == _layout(early)
+    assert len(json.dumps(late)) < 1.1 * len(json.dumps(early))
+    assert late["damage"]["packets_lost"] == late["damage"]["spans_total"] == 1_040
+    assert len(late["damage"]["spans"]) == 32 and late["damage"]["spans"][0] == {"from_s": 0.0, "to_s": 0.04,
+                                                                                  "packets": 1}
+    assert late["frames"]["dropped_by_stage"] == {"capture": 6}
+    snap = late
     assert snap["frames"]["in"] == snap["frames"]["out"] == 151_000
     assert snap["throughput_fps"] == pytest.approx(25.0, rel=1e-3)  # exact from first/last output times
     assert snap["latency_ms"]["stages"]["inference"]["count"] == 151_000
@@ -212,34 +274,88 @@ def test_shape_keyed_caches_are_bounded():
     for h in range(40, 440, 2):  # 200 frame sizes
         for w in (300, 640):
             assert pre.input_size((h, w)) == model_input_size((h, w), (128, 256))
-    assert len(pre._size_for) == pre._size_for.maxsize == 64
     assert len(pre.sizes_seen) <= 128 // 32 + 256 // 32 + 2  # bounded by the box, not by the frames
+    with retained_bytes() as grown:  # 10,000 more frame sizes (a stream that keeps changing resolution)
+        for h in range(40, 5040):
+            for w in (300, 641):
+                pre.input_size((h, w))
+    assert grown() < 32_000 and len(pre.sizes_seen) <= 128 // 32 + 256 // 32 + 2
 
+    # the remap tables of ever new sizes (an image folder): the memory they hold stops at 8 sizes' worth
     rng = np.random.default_rng(0)
-    for i in range(12):
-        img = rng.integers(0, 255, (8 + i, 10, 3), dtype=np.uint8)
-        out = render.enlarge_nearest(img, (32 + i, 40))
-        np.testing.assert_array_equal(out, render.resize_nearest(img, (32 + i, 40)))
-    assert len(render._NEAREST_MAPS) <= render._NEAREST_MAPS.maxsize == 8
+    out_hw = (256, 256)  # one table pair: two float32 planes of the output, 0.5 MB
+
+    def enlarge(i: int) -> None:
+        img = rng.integers(0, 255, (8 + i, 10 + i % 3, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(render.enlarge_nearest(img, out_hw), render.resize_nearest(img, out_hw))
+
+    with traced_memory() as held:
+        for i in range(8):
+            enlarge(i)
+        eight = held()
+        for i in range(8, 40):  # 32 more sizes: 16 MB more of tables if they were all kept
+            enlarge(i)
+        forty = held()
+    assert eight > 8 * 2 * 256 * 256 * 4  # the yardstick: 8 sizes' tables are held (the cache does its job) ...
+    assert forty - eight < 256_000  # ... and no more than 8
 
 
-def test_inference_engine_caches_are_lru(weights):
+def test_inference_engine_keeps_the_graphs_of_8_shapes_however_many_it_meets(weights, monkeypatch):
+    """An image folder of ever new sizes: the engine holds on to the graphs of the 8 most recently used shapes and
+    lets the older ones go (freed, not kept); a shape that comes back gets a graph again. On the CPU, with a
+    stand-in for CUDA graph capture that replays by running the captured function."""
     from segformer3d_rt.model import load_model
-    from segformer3d_rt.pipeline.infer import InferenceEngine
+    from segformer3d_rt.pipeline import infer
+    from segformer3d_rt.runtime.backends import torch_network
 
-    engine = InferenceEngine(load_model(weights), torch.device("cpu"), None, cuda_graphs=False)
-    assert isinstance(engine._graphs.graphs, LRUCache) and engine._graphs.graphs.maxsize == 8
-    assert isinstance(engine._pinned, LRUCache) and engine._pinned.maxsize == 4
+    class Runner:
+        def __init__(self, fn, example, **kw) -> None:
+            self.fn = fn
+
+        def __call__(self, x):
+            return self.fn(x)
+
+    built: list[weakref.ref] = []
+
+    def capture(fn, example, **kw) -> Runner:
+        runner = Runner(fn, example)
+        built.append(weakref.ref(runner))
+        return runner
+
+    monkeypatch.setattr(infer, "CudaGraphRunner", capture)
+    engine = infer.InferenceEngine(torch_network(load_model(weights), torch.device("cpu"), "fp32"), cuda_graphs=False)
+    engine.cuda_graphs = True  # the graph policy on the CPU: its captures are the stand-in's
+    g = torch.Generator().manual_seed(0)
+    sizes = [(32, 32), (32, 64), (64, 32), (64, 64), (32, 96), (96, 32), (64, 96), (96, 64), (32, 128), (128, 32)]
+    batches = [torch.randint(0, 255, (1, h, w, 3), dtype=torch.uint8, generator=g) for h, w in sizes]
+
+    first = {}
+
+    def run(k: int) -> None:
+        out = engine(batches[k])
+        a = first.setdefault(k, out)  # a shape's first batch runs eagerly: the reference of the graph's
+        assert torch.equal(a.classes, out.classes) and torch.equal(a.depth, out.depth)
+
+    for k in range(len(sizes)):
+        run(k)  # first sight: eager
+        run(k)  # second: captured, and used
+    assert len(built) == 10
+    alive = [r() is not None for r in built]
+    assert alive == [False] * 2 + [True] * 8  # the 2 oldest were let go
+    run(0)  # shape 0 comes back: a graph again, and the least recent (shape 2) goes
+    assert len(built) == 11 and built[-1]() is not None and built[2]() is None
+    assert [r() is not None for r in built[3:10]] == [True] * 7
 
 
 @pytest.mark.cuda
 def test_cuda_graphs_evicted_least_recent_first_and_rebuilt(weights):
     from segformer3d_rt.model import load_model
     from segformer3d_rt.pipeline.infer import InferenceEngine
+    from segformer3d_rt.runtime.backends import torch_network
 
     dev = torch.device("cuda")
-    eager = InferenceEngine(load_model(weights), dev, None, cuda_graphs=False)
-    graphed = InferenceEngine(load_model(weights), dev, None, cuda_graphs=True)
+    eager = InferenceEngine(torch_network(load_model(weights), dev, "fp32"), cuda_graphs=False)
+    graphed = InferenceEngine(torch_network(load_model(weights), dev, "fp32"), cuda_graphs=True)
     from segformer3d_rt.runtime.cuda_graph import GraphCache
 
     graphed._graphs = GraphCache(graphed._graphs._build, capture_after=1, maxsize=2)  # capture at first sight
