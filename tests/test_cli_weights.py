@@ -147,7 +147,12 @@ def test_shape_mismatch(tmp_path):
     tensors["seg_head.pred.weight"] = torch.zeros(5, 256, 1, 1)
     bad = tmp_path / "bad.safetensors"
     save_file(tensors, str(bad), metadata=meta)
-    assert_user_error(cli("info", str(bad)), "shape mismatch", "seg_head.pred.weight")
+    # the head's width against the metadata's classes, said as such
+    assert_user_error(cli("info", str(bad)), "19 classes", "5 outputs")
+    tensors = load_file(str(p))
+    tensors["seg_head.proj.0.weight"] = torch.zeros(256, 16, 1, 1)  # any other tensor of the wrong shape
+    save_file(tensors, str(bad), metadata=meta)
+    assert_user_error(cli("info", str(bad)), "shape mismatch", "seg_head.proj.0.weight")
 
 
 class _Evil:

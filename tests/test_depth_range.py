@@ -87,6 +87,8 @@ def test_torch_frame_ranges_match_numpy():
 
 
 def test_smoothing_setting_is_checked():
-    with pytest.raises(UserError, match="depth-smoothing"):
+    with pytest.raises(UserError, match="'depth_smoothing' must be more than 0"):
         RunConfig(source="x", depth_smoothing=0.0).validate()
+    with pytest.raises(UserError, match="--depth-smoothing must be"):  # named as the caller names it: the flag
+        RunConfig(source="x", depth_smoothing=1.5).validate(lambda key: "--" + key.replace("_", "-"))
     assert RunConfig(source="x").depth_smoothing == 0.05

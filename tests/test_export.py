@@ -183,7 +183,7 @@ def test_bad_exports_and_bad_exported_files_are_one_line(weights, tmp_path):
     one_error_line(cli("export", str(weights), "--format", "onnx", "-o", str(tmp_path / "m.xml"), cache=cache),
                    "-o NAME.onnx")
     one_error_line(cli("export", str(weights), "--format", "onnx", "-o", str(tmp_path / "m.onnx"), "--precision",
-                       "bf16", cache=cache), "fp32 or fp16")
+                       "bf16", cache=cache), "--precision 'bf16'", "fp32, fp16")
     one_error_line(cli("export", str(weights), "--format", "onnx", "-o", str(tmp_path / "m.onnx"), "--input-size",
                        "100x128", cache=cache), "multiples of 32")
     one_error_line(cli("export", str(tmp_path / "missing.safetensors"), "--format", "onnx", "-o",

@@ -124,7 +124,10 @@ def test_image_folder_onto_itself_or_inside_it_is_refused(photos, capsys):
 
 def test_single_image_whose_output_would_replace_it_is_refused(photos, capsys):
     before = snapshot(photos)
-    one_error_line(capsys, ["run", str(photos / "x.png"), "-o", str(photos), *FAST], "x.png", "overwrite")
+    one_error_line(capsys, ["run", str(photos / "x.png"), "-o", str(photos), *FAST], "--overwrite")
+    # --overwrite lets a run write into a folder, never over its input
+    one_error_line(capsys, ["run", str(photos / "x.png"), "-o", str(photos), "--overwrite", *FAST], "x.png",
+                   "overwrite")
     assert snapshot(photos) == before
 
 

@@ -287,7 +287,7 @@ def test_eval_save_writes_a_picture_per_frame_and_per_image_figures(tmp_path, sh
     r = subprocess.run([sys.executable, "-m", "segformer3d_rt", "eval", "--data",
                         f"kitti_stereo:{shared_data / 'kitti_stereo'},split=test", "--limit", "1", "--save", str(out)],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "is not empty" in r.stderr and len(list(out.iterdir())) == 2
+    assert r.returncode == 2 and "--overwrite" in r.stderr and len(list(out.iterdir())) == 2
 
 
 def test_eval_refuses_video_and_a_dataset_whose_labels_match_nothing(tmp_path, drive):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The recipe of the bundled default weights and sample clip (see MODEL_CARD.md). Run from the repository root
 # in the project's environment, with the shared data beside it (DATA=../shared/data by default). CPU only:
-# about 2 h 40 min on 2 cores for step 1 (THREADS=1: one for the network, one for the data worker; longer when
-# the machine is shared); on a GPU add nothing, it is picked up (--device auto).
+# step 1 ran at 2.5 images/s (3.2 s a step) over its first 100 steps on the 2-core AMD EPYC with the machine
+# nearly idle, so about 2 h 30 min for its 2800 steps (THREADS=1: one for the network, one for the data worker;
+# longer when the machine is shared); it has not yet been run to the end. On a GPU add nothing, it is picked up
+# (--device auto).
 # `bash weights/recipe.sh` runs every step; `bash weights/recipe.sh 2` starts at step 2 (after the training run).
 # A training step refuses a run folder that already holds a run: move runs/b0-roads-video away to train it again.
 #

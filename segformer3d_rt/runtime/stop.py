@@ -85,7 +85,10 @@ class StopRequest:
 
 
 def loader_worker_exit(exc: BaseException) -> bool:
-    """torch's DataLoader saying its worker processes died: what a Ctrl-C to the process group does to them."""
+    """torch's DataLoader saying its worker processes died, or the pipe to them broke mid-batch: what a Ctrl-C to
+    the process group does to them."""
+    if isinstance(exc, (EOFError, ConnectionError)):
+        return True
     return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
 
 
