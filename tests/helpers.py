@@ -33,7 +33,7 @@ def partial_files(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f"{glob.escape(out.name)}*.partial"))
 
 
-def _partial_size(out: Path) -> int:
+def partial_size(out: Path) -> int:
     sizes = [0]
     for p in partial_files(out):
         with contextlib.suppress(FileNotFoundError):
@@ -45,10 +45,10 @@ def wait_for_frames(out: Path, proc: subprocess.Popen, settle_s: float = 1.0) ->
     """Until the first frame is in the partial file (the muxer writes its header with the first packet; on a
     busy machine that can take a while), then a little longer."""
     deadline = time.time() + 180
-    while time.time() < deadline and _partial_size(out) == 0:
+    while time.time() < deadline and partial_size(out) == 0:
         assert proc.poll() is None, "the run ended before it started writing"
         time.sleep(0.05)
-    assert _partial_size(out) > 0
+    assert partial_size(out) > 0
     time.sleep(settle_s)
 
 
