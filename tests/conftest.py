@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the checkout; SEGFORMER3D_SHARED elsewhere (scripts/gpu_check.sh points it at the clips it carries)
+SHARED = Path(os.environ.get("SEGFORMER3D_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 SHARED_DATA = SHARED / "data"
 
 

@@ -12,6 +12,8 @@ import av
 import numpy as np
 import pytest
 import torch
+
+from conftest import SHARED_DATA
 from safetensors import safe_open
 
 from segformer3d_rt import load_model
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "segformer3d-rt-b0-roads.safetensors"
 SAMPLE = ROOT / "samples" / "synthetic-drive.mp4"
 CARD = ROOT / "weights" / "MODEL_CARD.md"
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = SHARED_DATA
 CAMVID = SHARED / "camvid"
 KITTI = SHARED / "depth_samples" / "kitti"
 DASHCAM = SHARED / "videos" / "project_video_short_1280x720.mp4"

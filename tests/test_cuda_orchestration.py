@@ -60,6 +60,23 @@ def test_a_shape_is_captured_the_second_time_it_is_seen_and_replayed_after():
     assert len(built) == 1
 
 
+def test_a_failed_capture_is_said_once_and_every_shape_then_runs_eagerly(caplog):
+    attempts = []
+
+    def build(fn, ex):
+        attempts.append(ex.shape)
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    cache = GraphCache(build, capture_after=1)
+    with caplog.at_level("WARNING"):
+        assert cache.runner_for(("a",), None, torch.zeros(1)) is None  # eager, the run goes on
+        assert cache.runner_for(("b",), None, torch.zeros(2)) is None  # never tried again
+    assert len(attempts) == 1 and len(cache) == 0
+    assert cache.failed == "operation not permitted when stream is capturing"
+    warnings = [r.getMessage() for r in caplog.records if "capture failed" in r.getMessage()]
+    assert len(warnings) == 1 and "eagerly" in warnings[0]
+
+
 def test_capture_policy_bounds_and_first_sight_option():
     built = []
     cache = GraphCache(lambda fn, ex: built.append(ex.shape) or object(), capture_after=1, maxsize=2)
@@ -632,3 +649,50 @@ def test_nvenc_opens_with_the_mapped_quality_options(tmp_path):
                        np.full((128, 256, 3), 40 * i, np.uint8))  # NVENC has a minimum size
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 5
+
+
+@pytest.mark.cuda
+def test_an_uncapturable_forward_falls_back_to_eager_with_the_same_results():
+    """A forward with a host sync inside (here .item(), as some custom ops do) cannot be captured: the engine
+    says so once and every batch still comes out, equal to a plain eager engine's."""
+    dev = torch.device("cuda")
+    engine = InferenceEngine(torch_network(_net(), dev, "fp32"), cuda_graphs=True, capture_after=1)
+    eager = InferenceEngine(torch_network(_net(), dev, "fp32"), cuda_graphs=False)
+    compute = engine._compute
+
+    def syncing(images, size):
+        classes, depth = compute(images, size)
+        _ = classes.float().mean().item()  # illegal while capturing
+        return classes, depth
+
+    engine._compute = syncing
+    batch = torch.randint(0, 255, (2, 128, 256, 3), dtype=torch.uint8)
+    for _ in range(3):
+        out = engine(batch)
+    assert engine._graphs.failed is not None and len(engine._graphs) == 0
+    ref = eager(batch)
+    assert torch.equal(out.classes, ref.classes)
+
+
+def test_a_gpu_without_nvenc_is_named_on_one_line():
+    from segformer3d_rt.pipeline.sinks.encoders import nvenc_unavailable
+
+    # FFmpeg 7's own lines: the first is what an H100 gives, the second a missing driver
+    said = nvenc_unavailable("OpenEncodeSessionEx failed: unsupported device (2): (no details)\n", "NVIDIA H100 80GB HBM3")
+    assert said.startswith("NVIDIA H100 80GB HBM3 has no NVENC encoder") and "\n" not in said
+    assert "unsupported device (2)" in said  # FFmpeg's words stay, for a search
+    other = nvenc_unavailable("Cannot load libcuda.so.1", None)
+    assert other == "h264_nvenc unavailable: Cannot load libcuda.so.1"
+
+
+@pytest.mark.cuda
+def test_the_encoder_choice_on_this_gpu_is_one_line():
+    name, note = choose_encoder("auto", prefer_hardware=True, gpu=0)
+    assert "\n" not in note
+    gpu = torch.cuda.get_device_name(0)
+    if name == "libx264":
+        assert "software" in note
+        if any(m in gpu for m in ("H100", "H200", "A100")):
+            assert "has no NVENC encoder" in note, note
+    else:
+        assert name == "h264_nvenc" and "NVENC" in note

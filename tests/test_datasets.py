@@ -18,8 +18,9 @@ from segformer3d_rt.data.datasets import (
     read_nyu_depth_png,
 )
 from segformer3d_rt.errors import UserError
+from conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 FRAME = "frankfurt_000000_000294"
 
 

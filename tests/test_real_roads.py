@@ -20,8 +20,9 @@ from segformer3d_rt.model.metadata import ModelMeta
 from segformer3d_rt.training.config import TrainConfig
 from segformer3d_rt.training.mix import balanced_weights, sampling_plan
 from segformer3d_rt.training.train import train
+from conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 CAMVID_DIR = SHARED / "camvid"
 KITTI_DIR = SHARED / "depth_samples" / "kitti"
 needs_camvid = pytest.mark.skipif(not CAMVID_DIR.is_dir(), reason=f"real CamVid frames not found at {CAMVID_DIR}")

@@ -319,3 +319,32 @@ def test_torch_cuda_matches_numpy(view: str) -> None:
     got = r.render(torch.from_numpy(image).cuda(), torch.from_numpy(classes), torch.from_numpy(depth),
                    hud_lines=["1 FPS"])
     assert_close_levels(got, want)
+
+
+def test_class_counts_match_numpy_per_frame() -> None:
+    from segformer3d_rt.pipeline.render_torch import class_counts
+
+    rng = np.random.default_rng(3)
+    classes = rng.integers(0, 19, size=(3, 17, 23), dtype=np.uint8)
+    classes[1] = 255  # the ignore id, the top of the table
+    got = class_counts(torch.from_numpy(classes)).numpy()
+    for i in range(3):
+        np.testing.assert_array_equal(got[i], np.bincount(classes[i].ravel(), minlength=256))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("view", VIEWS)
+def test_torch_cuda_canvas_never_syncs(view: str) -> None:
+    """Drawing on the device waits for nothing on the host (a sync per frame stalls the inference stream):
+    torch raises on any synchronising call in this mode. Only the final download may sync."""
+    image, classes, depth = random_scene(9)
+    r = TorchRenderer(style(view=view), "cuda")
+    args = [torch.from_numpy(x).cuda() for x in (image, classes, depth)]
+    r(*args)  # first call: look-up tables uploaded
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        canvas = r(*args)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert canvas.device.type == "cuda"

@@ -25,6 +25,7 @@ from segformer3d_rt.errors import SourceError
 from segformer3d_rt.pipeline.sources import StreamSource, open_source
 
 from helpers import partial_files, partial_size
+from conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "scripts" / "rtsp_clip_server.py"
@@ -116,7 +117,7 @@ def rtsp_server(gst_rtsp):
 
 
 def shared_clip(name: str) -> Path:
-    path = REPO.parent / "shared" / "data" / "videos" / name
+    path = SHARED_DATA / "videos" / name
     if not path.is_file():
         pytest.skip(f"test clip {path} not found (the shared data directory ../shared/data is absent)")
     return path

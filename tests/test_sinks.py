@@ -16,8 +16,9 @@ from segformer3d_rt.errors import SinkError
 from segformer3d_rt.pipeline.frames import Frame
 from segformer3d_rt.pipeline.sinks import DisplaySink, ImageDirSink, Mp4Sink, NullSink, display_available
 from segformer3d_rt.pipeline.sinks import display as display_module
+from conftest import SHARED_DATA
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+VIDEOS = SHARED_DATA / "videos"
 SHORT = VIDEOS / "test_video_1280x720.mp4"  # 38 frames, time base 1/25, starts at 0
 LATE_START = VIDEOS / "project_video_short_1280x720.mp4"  # time base 1/12800, video starts at 0.2 s, audio 0.013 s
 FAST = {"preset": "ultrafast"}

@@ -18,7 +18,9 @@ from segformer3d_rt.pipeline.sources import (
     CameraSource, ImageSource, StreamSource, SyntheticSource, VideoFileSource, open_source,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA
+
+DATA = SHARED_DATA
 # name: (frames, width, height, pts of the first frame) -- see shared/data/SOURCES.md
 CLIPS = {
     "solidWhiteRight_960x540.mp4": (221, 960, 540, 0.0),

@@ -136,6 +136,19 @@ def test_a_finished_run_is_never_trained_over(tmp_path):
     assert torch.load(tmp_path / "a" / "last.state.pt", weights_only=True)["step"] == 2
 
 
+def test_resuming_with_other_data_is_refused_on_one_line_before_work(tmp_path):
+    from segformer3d_rt.errors import UserError
+
+    train(TrainConfig(data="synthetic:size=64x128", out=str(tmp_path / "a"), steps=1, seed=0, **TINY))
+    before = (tmp_path / "a" / "last.state.pt").read_bytes()
+    with pytest.raises(UserError) as e:  # without the check: a ValueError from the optimiser's state, deep down
+        train(TrainConfig(data=("synthetic:size=64x128", "synthetic:seed=9,size=64x128"), out=str(tmp_path / "a"),
+                          steps=2, seed=0, resume=str(tmp_path / "a"), **TINY))
+    assert str(e.value).startswith(f"--resume {tmp_path / 'a'}: that run was trained with data = ")
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "a" / "last.state.pt").read_bytes() == before
+
+
 def test_ctrl_c_saves_the_steps_done_and_resume_continues_from_them(tmp_path):
     from helpers import ctrl_c_after
 
@@ -151,5 +164,5 @@ def test_ctrl_c_saves_the_steps_done_and_resume_continues_from_them(tmp_path):
     assert load_model(out / "last.safetensors") is not None
     # and the saved state is a real resume point
     train(TrainConfig(data="synthetic:size=64x128", out=str(out), steps=step + 1, seed=0, resume=str(out),
-                      **{**TINY, "warmup": 2}))
+                      **{**TINY, "warmup": 2, "lr": TrainConfig.lr}))  # the command's own learning rate
     assert torch.load(out / "last.state.pt", weights_only=True)["step"] == step + 1

@@ -127,7 +127,9 @@ def class_counts(classes: torch.Tensor) -> torch.Tensor:
     b = classes.shape[0]
     offs = torch.arange(b, device=classes.device).view(-1, 1) * LUT_SIZE
     flat = (classes.reshape(b, -1).to(torch.long) + offs).flatten()
-    return torch.bincount(flat, minlength=LUT_SIZE * b).view(b, LUT_SIZE)
+    # scatter_add_ into a fixed size, not bincount: bincount reads the largest id back to size its output (a sync)
+    counts = torch.zeros(b * LUT_SIZE, dtype=torch.long, device=classes.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat)).view(b, LUT_SIZE)
 
 
 class TorchRenderer:
@@ -198,7 +200,10 @@ class TorchRenderer:
         d, v = resize_depth(depth, valid, hw)
         rgb = depth_rgb(d, v, near, far, self._depth_lut)
         if sky is not None:  # the far colour, as render.depth_panel draws it
-            rgb[resize_nearest(sky.to(torch.uint8), hw).bool()] = self._depth_lut[FAR_INDEX]
+            # where(), not rgb[mask] = ...: boolean-mask assignment counts the mask's pixels on the host (a
+            # device sync every frame)
+            far_sky = resize_nearest(sky.to(torch.uint8), hw).bool().unsqueeze(-1)
+            rgb = torch.where(far_sky, self._depth_lut[FAR_INDEX], rgb)
         return rgb
 
     def _canvas(self, img: torch.Tensor, cls: torch.Tensor | None, dep: torch.Tensor | None,

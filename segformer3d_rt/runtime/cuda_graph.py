@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
+import logging
+
 import torch
 
 from .device import on_device
 from .lru import LRUCache
 
 CAPTURE_MODE = "thread_local"
+log = logging.getLogger(__name__)
 
 
 class CudaGraphRunner:
@@ -79,9 +82,12 @@ class GraphCache:
         self.graphs: LRUCache[Hashable, Any] = LRUCache(maxsize)
         self._seen: LRUCache[Hashable, int] = LRUCache(seen_max)
         self.captures = 0  # graphs built so far (an evicted shape that comes back is built again)
+        self.failed: str | None = None  # why a capture failed: every shape then runs eagerly
 
     def runner_for(self, key: Hashable, fn: Callable, example: torch.Tensor) -> Any | None:
         """The graph of ``key``, built now if this is its ``capture_after``-th sighting; None: run eagerly."""
+        if self.failed is not None:
+            return None
         graph = self.graphs.get(key)
         if graph is not None:
             return graph
@@ -89,7 +95,12 @@ class GraphCache:
         self._seen[key] = seen
         if seen < self.capture_after:
             return None
-        graph = self._build(fn, example)
+        try:
+            graph = self._build(fn, example)
+        except RuntimeError as e:  # one op that cannot be captured: the run goes on eagerly, said once
+            self.failed = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            log.warning("CUDA graph capture failed (%s); running eagerly from now on", self.failed)
+            return None
         self.graphs[key] = graph
         self.captures += 1
         return graph

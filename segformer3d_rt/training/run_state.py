@@ -2,6 +2,7 @@
 resume needs: weights, optimiser, schedule, scaler, step, RNG, the pose network of video sources)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,27 @@ def save(model: SegFormer3D, opt, sched, scaler, step: int, out: Path, pose: tor
     tmp = out / (STATE + ".partial")
     torch.save(state, tmp)
     tmp.replace(out / STATE)
+
+
+# settings that may change between a run and its resumption: where and how fast it runs, how it reports
+RESUMABLE_CHANGES = frozenset({"resume", "init", "init_note", "out", "threads", "workers", "device", "progress",
+                               "log_every", "save_every", "overwrite", "steps"})  # steps: a run may be extended
+
+
+def check_same_settings(settings: dict[str, Any], resume: str) -> None:
+    """A resumed run continues the same training: refused, naming the first setting that differs from the run's
+    train_config.json, before any work (a different --data otherwise fails deep in the optimiser's state)."""
+    saved_file = resume_path(resume).parent / "train_config.json"
+    try:
+        saved = json.loads(saved_file.read_text())
+    except FileNotFoundError:
+        return  # an older run without it: the state's own checks still apply
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read '{saved_file}' to check the resumed settings: {e}") from None
+    for key, value in settings.items():
+        if key in RESUMABLE_CHANGES or key not in saved:
+            continue
+        was = saved[key]
+        if json.loads(json.dumps(value)) != was:  # tuples compare as the lists JSON keeps
+            raise UserError(f"--resume {resume}: that run was trained with {key} = {json.dumps(was)}, not "
+                            f"{json.dumps(value)}; give the run's own settings (its train_config.json)")

@@ -115,6 +115,8 @@ def train(cfg: TrainConfig) -> Path:
     _set_frozen(model, cfg.freeze)
     out = Path(cfg.out)
     run_state.check_out(out, cfg.resume, cfg.overwrite)
+    if cfg.resume:
+        run_state.check_same_settings(asdict(cfg), cfg.resume)
     state = run_state.load_state(cfg.resume) if cfg.resume else None
 
     mean, std = model.meta.mean, model.meta.std
@@ -191,7 +193,7 @@ def train(cfg: TrainConfig) -> Path:
     if step == start or (stop.requested and not _save_due(step, cfg)):
         run_state.save(model, opt, sched, scaler, step, out, pose)
     if stop.requested:
-        log.warning("stopped at step %d of %d; %s holds it (--resume %s continues)", step, cfg.steps, final, out)
+        log.warning("stopped at step %d of %d; %s holds it (the same command with --resume %s continues it)", step, cfg.steps, final, out)
         raise KeyboardInterrupt
     return final
 

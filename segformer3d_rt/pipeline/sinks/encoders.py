@@ -12,7 +12,7 @@ from ...errors import SinkError
 from ..media import FFmpegLog, ffmpeg_errors
 
 __all__ = ["FILE_PRESET", "NVENC_FAMILY", "choose_preset", "X264_FAMILY", "X264_PRESETS", "check_crf", "check_encoder", "check_preset",
-           "choose_encoder", "encoder_options", "nvenc_preset", "parse_bitrate", "video_codec"]
+           "choose_encoder", "encoder_options", "nvenc_preset", "nvenc_unavailable", "parse_bitrate", "video_codec"]
 
 X264_FAMILY = frozenset({"libx264", "libx265"})  # encoders that take crf/preset
 NVENC_FAMILY = frozenset({"h264_nvenc", "hevc_nvenc", "av1_nvenc"})  # rc/cq/qp, preset p1..p7, tune, gpu
@@ -149,8 +149,31 @@ def choose_encoder(requested: str, prefer_hardware: bool, gpu: int | None = None
     with ffmpeg_errors() as logs:
         why = _nvenc_opens(gpu, logs)
     if why is not None:
-        return "libx264", f"libx264 (software; h264_nvenc unavailable: {why})"
+        return "libx264", f"libx264 (software; {nvenc_unavailable(why, _gpu_name(gpu))})"
     return "h264_nvenc", "h264_nvenc (NVENC)" if gpu is None else f"h264_nvenc (NVENC, GPU {gpu})"
+
+
+# what FFmpeg's nvenc says when the GPU has no encoder block (H100/H200/A100 and other compute-only parts)
+_NO_NVENC = ("unsupported device", "no capable devices", "no nvenc capable")
+
+
+def nvenc_unavailable(why: str, gpu_name: str | None) -> str:
+    """Why NVENC did not open, in words a user can act on, on one line: a GPU without an encoder is named as
+    such (FFmpeg's own line for it, "OpenEncodeSessionEx failed: unsupported device (2)", reads like a bug)."""
+    why = " ".join(why.split())
+    if any(s in why.lower() for s in _NO_NVENC):
+        gpu = gpu_name or "this GPU"
+        return f"{gpu} has no NVENC encoder (datacenter GPUs such as H100, H200 and A100 have none): {why}"
+    return f"h264_nvenc unavailable: {why}"
+
+
+def _gpu_name(gpu: int | None) -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0 if gpu is None else gpu) if torch.cuda.is_available() else None
+    except (RuntimeError, AssertionError):
+        return None
 
 
 def _nvenc_opens(gpu: int | None, logs: FFmpegLog) -> str | None:
