@@ -18,7 +18,8 @@ from ..media import describe_fps, error_reason, stream_fps
 from .base import END, STOPPED, DamageLog, Guard, Pacer, Source, close_decoding, decoded_frames, make_frame
 from .orientation import Orientation, orientation_of
 
-__all__ = ["HW_PIX_FMTS", "NVDEC", "VideoFileSource", "decoder_claim", "hwaccel_device", "is_fifo"]
+__all__ = ["HW_PIX_FMTS", "NVDEC", "VideoFileSource", "decode_threading", "decoder_claim", "hwaccel_device",
+           "is_fifo"]
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,26 @@ def decoder_claim(codec_name: str, *, hw_attached: bool, context_format: str | N
     return f"{codec_name} (software; FFmpeg fell back from NVDEC: the decoder chose {chose}, not cuda)"
 
 
+def decode_threading(hwaccel: bool, requested: int) -> tuple[int, str | None]:
+    """(thread_count, thread_type or None to leave FFmpeg's) for a decoder. NVDEC: one thread, no frame threads:
+    each frame thread holds its own decode surfaces, and with FFmpeg's automatic count on a many-core machine
+    nvdec asks for more than the driver gives ("Try lowering the amount of threads") and falls back to software.
+    Software: ``requested`` (0: FFmpeg picks) with frame+slice threads (files only, where their latency does not
+    matter): more frames per second, but ~50% more CPU per frame (720p H.264: 8.1 vs 5.3 ms), a loss when the
+    cores are all busy, so a request of 1 stays one plain thread."""
+    if hwaccel:
+        return 1, "SLICE"
+    return requested, ("AUTO" if requested != 1 else None)
+
+
 def _open_hw(path: str, device: int | None = None) -> tuple[av.container.InputContainer | None, str]:
     """Try NVIDIA decoding on CUDA device ``device`` (PyAV's CUDA hwaccel; frames come back to host memory as
     they are read). Returns (container or None, what happened) so the caller can say which decoder is tried;
     whether NVDEC really decodes is only known after the first frame (:func:`decoder_claim`)."""
-    from av.codec.hwaccel import HWAccel, hwdevices_available
-
+    try:  # PyAV >= 14; an older or odd build decodes in software, saying why, rather than failing
+        from av.codec.hwaccel import HWAccel, hwdevices_available
+    except ImportError:
+        return None, f"this PyAV ({av.__version__}) has no hardware decoding (it needs PyAV 14 or newer)"
     if "cuda" not in hwdevices_available():
         return None, "this FFmpeg build has no CUDA hwaccel"
     try:
@@ -103,23 +118,25 @@ def _open_video(path: str, hwaccel: bool = False, hw_device: int | None = None,
         raise SourceError(f"{what}: file not found")
     if p.is_dir():
         raise SourceError(f"{what}: it is a directory")
+    container = None
     if hwaccel:
         container, why = _open_hw(path, hw_device)
         if container is not None:
             log.debug("decode: trying %s (confirmed or not with the first frame)", why)
-            return container
-        log.info("decode: software (%s)", why)
-        if note is not None:
-            note.append(why)
-    try:
-        container = av.open(path)
-    except av.error.InvalidDataError:
-        raise SourceError(f"{what}: not a video file, or damaged beyond opening (FFmpeg cannot read it)") from None
-    except PermissionError:
-        raise SourceError(f"{what}: permission denied") from None
-    except (av.FFmpegError, OSError) as e:
-        raise SourceError(f"{what}: {error_reason(e)}") from None
-    try:
+        else:
+            log.info("decode: software (%s)", why)
+            if note is not None:
+                note.append(why)
+    if container is None:
+        try:
+            container = av.open(path)
+        except av.error.InvalidDataError:
+            raise SourceError(f"{what}: not a video file, or damaged beyond opening (FFmpeg cannot read it)") from None
+        except PermissionError:
+            raise SourceError(f"{what}: permission denied") from None
+        except (av.FFmpegError, OSError) as e:
+            raise SourceError(f"{what}: {error_reason(e)}") from None
+    try:  # the same checks whichever decoder opened it
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["nothing"]
             raise SourceError(f"{what}: it has no video stream (it contains {', '.join(kinds)})")
@@ -219,11 +236,10 @@ class VideoFileSource(Source):
                 raise SourceError(f"cannot read '{self.path}' again: a FIFO can be read only once")
             self._container = _open_video(self.path, self._hwaccel, self._hw_device)
         stream = self._container.streams.video[0]
-        stream.codec_context.thread_count = self._decode_threads
-        if self._decode_threads != 1:
-            # frame+slice threads (files only, where their latency does not matter): more frames per second,
-            # but ~50% more CPU per frame (720p H.264: 8.1 vs 5.3 ms), a loss when the cores are all busy
-            stream.thread_type = "AUTO"
+        count, kind = decode_threading(stream.codec_context.is_hwaccel, self._decode_threads)
+        stream.codec_context.thread_count = count
+        if kind is not None:
+            stream.thread_type = kind
         self.damage = DamageLog(self._name, self.on_damage)
         self._frames_it = decoded_frames(self._container, stream, self.damage)
         return self._frames_it
