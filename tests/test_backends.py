@@ -240,3 +240,26 @@ def test_tensorrt_engine_round_trip_fp16_parity(tmp_path, shared_data):
         # 0.0006 depth, agreement 100%, depth 0.012%; TensorRT's kernels may round differently, not 10x worse
         assert fid.argmax_agreement >= BF16_MIN_ARGMAX and fid.depth_rel <= BF16_MAX_DEPTH_REL / 10, fid
         assert fid.max_abs_seg < 0.05 and fid.max_abs_depth < 0.005, fid
+
+
+@pytest.mark.cuda
+def test_tensorrt_runs_on_the_callers_stream_and_caches_per_batch_profile(model, tmp_path):
+    """On a side stream the engine's outputs are ordered on that stream (same values as on the default
+    stream, read after only that stream's sync); an engine for batch 4 is its own cache file; bf16 is refused."""
+    pytest.importorskip("tensorrt")
+    cuda = torch.device("cuda")
+    one = open_backend("tensorrt", model, cuda, "fp32", (64, 128), tmp_path, batch=1)
+    four = open_backend("tensorrt", model, cuda, "fp32", (64, 128), tmp_path, batch=4)
+    assert len(list((tmp_path / "tensorrt").glob("*.engine"))) == 2
+    x = torch.randn(3, 3, 64, 128, device=cuda)
+    ref = one(x)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        side.wait_stream(torch.cuda.current_stream())
+        out = four(x)
+        seg = out.seg_logits * 1  # work queued on the side stream after the engine's
+    side.synchronize()
+    torch.testing.assert_close(seg, ref.seg_logits, atol=1e-3, rtol=1e-3)
+    assert out.seg_logits.dtype == torch.float32
+    with pytest.raises(UserError, match="not bf16"):
+        open_backend("tensorrt", model, cuda, "bf16", (64, 128), tmp_path)

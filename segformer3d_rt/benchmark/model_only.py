@@ -118,7 +118,7 @@ def _open(model: SegFormer3D, device: torch.device, case: BenchCase, x: torch.Te
         return make_forward(model, device, case.precision, case.mode, x), {}
     from ..runtime.backends import open_backend
 
-    backend = open_backend(case.backend, model, device, case.precision, case.size, root, threads)
+    backend = open_backend(case.backend, model, device, case.precision, case.size, root, threads, case.batch)
     return backend, {"precision": backend.precision, "precision_note": backend.note,
                      "backend_startup_s": backend.startup_s}
 

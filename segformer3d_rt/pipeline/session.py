@@ -45,7 +45,8 @@ def load_network(cfg: RunConfig, device: torch.device | None = None) -> tuple[Ne
     path = Path(cfg.weights) if cfg.weights else default_weights()
     backend = "torch" if cfg.view == "attention" and cfg.backend == "auto" else cfg.backend  # hooks need torch
     device = device if device is not None else resolve_device(cfg.device)
-    return open_network(path, backend, device, cfg.precision, cfg.input_size, cfg.fold_heads), str(path)
+    return (open_network(path, backend, device, cfg.precision, cfg.input_size, cfg.fold_heads, cfg.batch_size),
+            str(path))
 
 
 class MainThreadDisplay:

@@ -74,11 +74,12 @@ def resolve_backend(name: str, weights: str | Path | None, device: torch.device)
 
 
 def open_backend(name: str, source: SegFormer3D | str | Path, device: torch.device, precision: str = "auto",
-                 size: tuple[int, int] | None = None, root: Path | None = None, threads: int | None = None
-                 ) -> Backend:
+                 size: tuple[int, int] | None = None, root: Path | None = None, threads: int | None = None,
+                 batch: int = 1) -> Backend:
     """Open (and compile) the network with backend ``name`` (not auto, not torch). ``size``: the input box the
     run uses, where the bf16 check runs and the first compile happens; ``root``: the cache root; ``threads``:
-    CPU threads of OpenVINO and ONNX Runtime (None: every core)."""
+    CPU threads of OpenVINO and ONNX Runtime (None: every core); ``batch``: the run's batch size (TensorRT's
+    optimisation profile is tuned for it)."""
     if not isinstance(source, SegFormer3D):
         source = Path(source)
     if name == "openvino":
@@ -92,21 +93,21 @@ def open_backend(name: str, source: SegFormer3D | str | Path, device: torch.devi
     elif name == "tensorrt":
         from .tensorrt import open_tensorrt
 
-        backend = open_tensorrt(source, device, precision, size, root)
+        backend = open_tensorrt(source, device, precision, size, root, batch)
     else:
         raise ValueError(f"open_backend() opens exported-network backends, not {name!r}")
     return backend  # callers log backend.describe() where it fits their output
 
 
 def open_network(weights: str | Path, backend: str, device: torch.device, precision: str = "auto",
-                 size: tuple[int, int] | None = None, fold_heads: bool = True) -> Network:
+                 size: tuple[int, int] | None = None, fold_heads: bool = True, batch: int = 1) -> Network:
     """A checkpoint or exported file, ready to call on ``device``: the torch model (for the torch backend) or an
     exported-network backend, both as a :class:`Network`."""
     name = resolve_backend(backend, weights, device)
     if name == "torch":
         return torch_network(load_model(weights), device, precision, fold_heads)
     source: SegFormer3D | Path = Path(weights) if is_exported(weights) else load_model(weights)
-    return open_backend(name, source, device, precision, size)
+    return open_backend(name, source, device, precision, size, batch=batch)
 
 
 def torch_network(model: SegFormer3D, device: torch.device, precision: str = "auto",
