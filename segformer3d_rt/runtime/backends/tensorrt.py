@@ -26,6 +26,7 @@ import torch
 from ...errors import CheckpointError, UserError
 from ...model import ModelMeta, SegFormer3D
 from ...model.export import INPUT, ExportInfo, export_onnx, onnx_metadata, parse_metadata
+from ..device import PRECISIONS
 from ..sizes import STRIDE
 from .base import Backend
 from .disk_cache import cache_dir, file_digest, model_digest
@@ -35,9 +36,9 @@ MAX_BATCH = 8
 ENGINE_PRECISIONS = ("fp16", "fp32")  # what an engine of ours computes in (ExportInfo has no bf16 graph)
 DEFAULT_STREAMS = (0, 1, 2)  # the legacy default, cudaStreamLegacy, cudaStreamPerThread: TensorRT syncs on them
 
-# TensorRT's tensor types (trt.DataType member names) as torch dtypes
+# TensorRT's tensor types (trt.DataType member names) as torch dtypes; the reduced floats from device.PRECISIONS
 TRT_DTYPES: dict[str, torch.dtype] = {
-    "FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
+    "FLOAT": torch.float32, "HALF": PRECISIONS["fp16"], "BF16": PRECISIONS["bf16"], "INT8": torch.int8,
     "UINT8": torch.uint8, "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool,
     "FP8": torch.float8_e4m3fn,
 }
