@@ -2,7 +2,7 @@
 # The recipe of the bundled default weights and sample clip (see MODEL_CARD.md). Run from the repository root
 # in the project's environment, with the shared data beside it (DATA=../shared/data by default). CPU only:
 # step 1 ran at 2.5 images/s (3.2 s a step) over its first 100 steps on the 2-core AMD EPYC with the machine
-# nearly idle, so about 2 h 30 min for its 2800 steps (THREADS=1: one for the network, one for the data worker;
+# nearly idle, so about 1 h 20 min for its 1500 steps (THREADS=1: one for the network, one for the data worker;
 # longer when the machine is shared); it has not yet been run to the end. On a GPU add nothing, it is picked up
 # (--device auto).
 # `bash weights/recipe.sh` runs every step; `bash weights/recipe.sh 2` starts at step 2 (after the training run).
@@ -29,7 +29,7 @@ export MALLOC_TRIM_THRESHOLD_=134217728 MALLOC_MMAP_THRESHOLD_=33554432
 #      moving classes left out), each cropped so that overlays, black bars and the bonnet never reach the loss.
 #      Their cameras are unknown: the 75 degree default field of view, except the two clips of the same wide
 #      dash camera ("mini", strong barrel distortion), guessed at 100.
-#    2800 steps of 8: by weight about 25% synthetic, 25% CamVid, 7% KITTI, 43% video (0.3 per clip).
+#    1500 steps of 8: by weight about 25% synthetic, 25% CamVid, 7% KITTI, 43% video (0.3 per clip).
 if [ "$FROM" -le 1 ]; then
   INIT=${INIT:-runs/b0-roads-c18d1ed.safetensors}
   mkdir -p runs
@@ -49,7 +49,7 @@ if [ "$FROM" -le 1 ]; then
     --data "video:$CLIPS/us_freeway_a_640x360.mp4,$V,crop=0:120:80:140,fov=100" \
     --data "video:$CLIPS/us_freeway_b_854x480.mp4,$V,crop=0:150:70:184,fov=100" \
     --data "video:$CLIPS/us_freeway_sunset_640x360.mp4,$V,crop=50:50:82:82" \
-    --crop 256x320 --scale 0.5,1.25 --input-size 288x512 --steps 2800 --batch-size 8 --lr 2e-4 --pose-lr 1e-3 --warmup 100 \
+    --crop 256x320 --scale 0.5,1.25 --input-size 288x512 --steps 1500 --batch-size 8 --lr 2e-4 --pose-lr 1e-3 --warmup 100 \
     --depth-loss log-l1 --balance 0.5 --sky-depth 100 --seed 2 --threads "${THREADS:-1}" --workers 1 \
     --save-every 250 --log-every 50 --progress plain --out "$RUN"
 fi
