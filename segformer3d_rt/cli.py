@@ -76,6 +76,15 @@ COMMANDS: dict[str, Command] = {
         "and last-quarter medians; --json keeps every sample.",
         "example:\n  segformer3d-rt soak synthetic:size=128x256,fps=25 --max-frames 6000 --input-size 128x256 "
         "--json soak.json"),
+    "serve": Command(
+        "many cameras and streams through one batched network, in a browser, with Prometheus metrics",
+        "Serve named streams (each any source `run` takes) through one network that batches frames across them; "
+        "watch them at http://HOST:PORT/ (WebRTC, or MJPEG), manage them over a REST API (/api/streams), scrape "
+        "/metrics. Binds 127.0.0.1 unless told otherwise; any other address needs --token. Ctrl-C stops every "
+        "stream and finalises every recording.",
+        "examples:\n  segformer3d-rt serve front=rtsp://cam1/stream back=0\n"
+        "  segformer3d-rt serve demo=samples/synthetic-drive.mp4 --loop --port 8080\n"
+        "  segformer3d-rt serve --config serve.toml --host 0.0.0.0 --token $TOKEN"),
     "info": Command("describe a checkpoint (format, size, classes, depth units)",
                     "Describe a checkpoint of any supported format, or a freshly built model."),
     "convert": Command("convert any supported checkpoint to the project's .safetensors",
@@ -130,6 +139,16 @@ def _flags_for(name: str, parser: argparse.ArgumentParser):
             given = run_flags.values(args)
             run = build_config(given.pop("pipeline", None), given, run_flags.where)
             return run_soak(_config(SoakConfig, flags, args, run=run))
+        return handle
+    if name == "serve":
+        from .commands.run import RunConfig
+        from .commands.serve import RUN_SETTINGS, ServeConfig, build_serve_config, run_serve
+        run_flags = Flags()
+        run_flags.add(parser, RunConfig, RUN_SETTINGS)
+        flags.add(parser, ServeConfig)
+        def handle(args: argparse.Namespace) -> int:
+            cfg = build_serve_config(flags.values(args), run_flags.values(args), flags.where, run_flags.where)
+            return run_serve(cfg)
         return handle
     entry: Callable
     if name == "train":

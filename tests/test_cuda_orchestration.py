@@ -307,7 +307,7 @@ def test_session_opens_sinks_on_the_run_gpu_and_says_what_quality_is_used(tmp_pa
         pytest.skip("this FFmpeg build has no h264_nvenc")
     monkeypatch.setattr("segformer3d_rt.pipeline.sinks.mp4.check_encoder", lambda *a, **k: None)  # needs GPU 1
     from segformer3d_rt.pipeline.config import RunConfig
-    from segformer3d_rt.pipeline.session import _open_sinks
+    from segformer3d_rt.pipeline.session import open_sinks
 
     from segformer3d_rt.pipeline.sources.base import Source
 
@@ -322,7 +322,7 @@ def test_session_opens_sinks_on_the_run_gpu_and_says_what_quality_is_used(tmp_pa
 
     cfg = RunConfig(source="x", outputs=[str(tmp_path / "o.mp4")], codec="h264_nvenc", crf=20, preset="slow")
     with caplog.at_level(logging.INFO, logger="segformer3d_rt.pipeline.session"), ExitStack() as stack:
-        sinks, _, _, encoders = _open_sinks(cfg, Clip(), stack, cuda=True, gpu=1)
+        sinks, _, _, encoders = open_sinks(cfg, Clip(), stack, cuda=True, gpu=1)
         assert len(encoders) == 1 and "cq=20" in encoders[0]
         assert sinks[0]._options == {"preset": "p5", "rc": "vbr", "cq": "20", "b": "0", "tune": "hq", "gpu": "1"}
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encode o.mp4:")]

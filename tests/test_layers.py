@@ -1,9 +1,9 @@
 """The package's import layers, read from the source with ``ast`` (nothing is imported for the layer checks).
 
-model -> runtime -> pipeline -> training / evaluation / benchmark -> commands -> cli: a module imports only
+model -> runtime -> pipeline -> training / evaluation / benchmark / serve -> commands -> cli: a module imports only
 from its own layer or the ones below it. Leaves (errors, labels, _malloc, synthetic) import only leaves and
 are usable everywhere; data (dataset readers, registry, augment) is usable everywhere and itself imports only
-leaves, model and runtime. The three layer-4 packages do not import one another (what two of them share
+leaves, model and runtime. The layer-4 packages do not import one another (what two of them share
 belongs below both), nor does one command module import another (shared command helpers are private
 ``commands/_*.py`` modules). cli.py imports only commands, errors, _malloc and the package root, and each
 command's public entry (``commands.X.run_*``) takes one dataclass config.
@@ -23,7 +23,7 @@ PKG = "segformer3d_rt"
 ROOT = Path(__file__).resolve().parents[1] / PKG
 
 LAYERS = {"model": 1, "runtime": 2, "pipeline": 3, "training": 4, "evaluation": 4, "benchmark": 4,
-          "commands": 5, "cli": 6, "__main__": 7}
+          "serve": 4, "commands": 5, "cli": 6, "__main__": 7}
 LEAVES = {"errors", "labels", "_malloc", "synthetic"}
 DATA = "data"
 DATA_MAY_IMPORT = LEAVES | {DATA, "model", "runtime", ""}

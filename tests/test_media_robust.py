@@ -22,7 +22,7 @@ import pytest
 from segformer3d_rt import cli
 from segformer3d_rt.errors import SinkError, SourceError
 from segformer3d_rt.pipeline.config import RunConfig
-from segformer3d_rt.pipeline.session import _open_sinks
+from segformer3d_rt.pipeline.session import open_sinks
 from segformer3d_rt.pipeline.frames import Frame
 from segformer3d_rt.pipeline.sinks import Mp4Sink, choose_encoder
 from segformer3d_rt.pipeline.sinks import audio as audio_module
@@ -462,7 +462,7 @@ def test_fifo_source_is_opened_once_and_read_to_the_end(tmp_path, caplog):
                     result["again"] = str(e)
                 cfg = RunConfig(source=str(fifo), outputs=[str(tmp_path / "o.mp4")], preset="ultrafast")
                 with caplog.at_level(logging.WARNING), ExitStack() as stack:
-                    sinks, _, _, _ = _open_sinks(cfg, source, stack)
+                    sinks, _, _, _ = open_sinks(cfg, source, stack)
                     result["audio"] = sinks[0].audio_mode
         except Exception as e:  # reported below
             result["error"] = e

@@ -81,7 +81,9 @@ class Flags:
             if spec.positional:
                 del kw["dest"]
                 needed = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                target.add_argument(name, nargs=None if needed or name in required else "?", **kw)
+                nargs = ("+" if needed or name in required else "*") if _is_list(tp) else (
+                    None if needed or name in required else "?")
+                target.add_argument(name, nargs=nargs, **kw)
                 self.flag[name] = name.upper()
             else:
                 opts = [o for o in (spec.short, flag) if o]

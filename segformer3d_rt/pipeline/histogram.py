@@ -129,6 +129,13 @@ class LogHistogram:
     def mean(self) -> float | None:
         return self.sum / self.count if self.count else None
 
+    def count_le(self, bound: float) -> int:
+        """How many values are at most ``bound`` (Prometheus' cumulative buckets); values within ``rel_error`` of
+        ``bound`` may be counted on either side."""
+        if math.isinf(bound):
+            return int(self.count) if bound > 0 else 0
+        return int(self._counts[: self._index(bound) + 1].sum())
+
     def percentiles(self, qs: Sequence[float]) -> list[float | None]:
         """numpy-style (linear) percentiles, q in [0, 100], each within ``rel_error`` of the exact one."""
         if self.count == 0:

@@ -75,7 +75,7 @@ class MainThreadDisplay:
         self.window.close()
 
 
-def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack, cuda: bool = False,
+def open_sinks(cfg: RunConfig, source: Any, stack: ExitStack, cuda: bool = False,
                 gpu: int | None = None, on_click: Callable | None = None
                 ) -> tuple[list[Any], list[Any], list[str], list[str]]:
     """(sinks, those the main thread drives, output names, one encoder line per video). ``gpu``: the run's CUDA
@@ -132,7 +132,7 @@ def _open_sinks(cfg: RunConfig, source: Any, stack: ExitStack, cuda: bool = Fals
     return sinks, main_thread, names, encoders
 
 
-def _renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
+def make_renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any:
     """Host rendering (numpy/cv2), or on ``device`` where only the finished frame is downloaded."""
     from .render import RenderStyle, SmoothedDepthRange, frame_depth_range, render_frame
 
@@ -210,7 +210,7 @@ def execute(cfg: RunConfig, interrupts: Interrupts | None = None) -> tuple[int, 
             check_query(cfg.attention_query, known)
         batch = 1 if source.live else cfg.batch_size
         network_input = model_input_size(known, box) if known else None
-        sinks, main_thread, out_names, encoders = _open_sinks(
+        sinks, main_thread, out_names, encoders = open_sinks(
             cfg, source, stack, cuda=device.type == "cuda", gpu=gpu,
             on_click=attention.renderer.click if attention else None)
         if network_input is not None:  # compile for the real shape now, not on the first batch of a live run
@@ -224,7 +224,7 @@ def execute(cfg: RunConfig, interrupts: Interrupts | None = None) -> tuple[int, 
                        start_frame=cfg.start_frame, max_frames=max_frames)
         log.info(network.describe())  # said once source and outputs opened: a bad input stays one line
         log.info(plan.line())
-        render = attention.render if attention else _renderer(cfg, meta, device if device_stages else None)
+        render = attention.render if attention else make_renderer(cfg, meta, device if device_stages else None)
         parts = PipelineParts(
             source=source, preprocess=Preprocessor(box, resize_on_device=device_stages),
             engine=engine, render=render, sinks=sinks, live=plan.live,

@@ -129,6 +129,12 @@ class PipelineStats:
         span = self._last_out - self._first_out
         return (self.frames_out - 1) / span if span > 0 else None
 
+    def figures(self) -> tuple[dict[str, LogHistogram], LogHistogram, int, int]:
+        """Copies of (stage histograms, capture-to-output histogram, frames in, frames out), taken together."""
+        with self._lock:
+            return ({k: h.copy() for k, h in self.stages.items()}, self.latency.copy(), self.frames_in,
+                    self.frames_out)
+
     def snapshot(self, source_fps: float | None = None) -> dict:
         with self._lock:  # copy the fixed-size state; summarise outside the lock
             stages = {k: h.copy() for k, h in self.stages.items()}
@@ -148,6 +154,11 @@ class PipelineStats:
             "throughput_fps": fps,
             "realtime_factor": (fps / source_fps) if (fps and source_fps) else None,
             "latency_ms": {"capture_to_output": lat.summary(),
-                           "stages": {k: stages[k].summary() for k in STAGES if k in stages}},
+                           "stages": {k: stages[k].summary() for k in _ordered(stages)}},
             "frame_interval_ms": gaps.summary(),
         }
+
+
+def _ordered(stages: dict) -> list[str]:
+    """The pipeline's stages in their order, then any other a caller timed (`serve`'s batch wait), by name."""
+    return [k for k in STAGES if k in stages] + sorted(k for k in stages if k not in STAGES)

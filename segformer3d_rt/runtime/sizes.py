@@ -55,6 +55,12 @@ def model_input_size(frame_hw: tuple[int, int], box_hw: tuple[int, int], multipl
             max(multiple, int(round(w * s / multiple)) * multiple))
 
 
+def padded_box(box_hw: tuple[int, int], multiple: int = STRIDE) -> tuple[int, int]:
+    """The one input shape that holds :func:`model_input_size` of any frame for this box (each side rounded up
+    to the stride): `serve` pads every stream's frames to it so that frames of any shape batch together."""
+    return (-(-box_hw[0] // multiple) * multiple, -(-box_hw[1] // multiple) * multiple)
+
+
 def check_multiple(hw: tuple[int, int], what: str) -> tuple[int, int]:
     """``hw`` when both sides are multiples of :data:`STRIDE`; else a UserError naming ``what``."""
     if hw[0] % STRIDE or hw[1] % STRIDE:

@@ -13,9 +13,26 @@ from .stream import URL_SCHEMES, StreamSource
 from .synthetic import SyntheticSource
 from .video_file import VideoFileSource, is_fifo
 
-__all__ = ["open_source"]
+__all__ = ["SOURCE_KINDS", "open_source", "source_kind"]
 
 _CAMERA_RE = re.compile(r"/dev/video\d+")
+
+
+# what a spec names, as `serve` restricts the streams added over its API (a "file" is any local path: a video,
+# an image or folder of images, a FIFO)
+SOURCE_KINDS = ("camera", "url", "synthetic", "file")
+
+
+def source_kind(spec: str) -> str:
+    """Which of :data:`SOURCE_KINDS` ``spec`` names, by the same rules as :func:`open_source`."""
+    spec = str(spec)
+    if spec.lower() == "synthetic" or spec.lower().startswith("synthetic:"):
+        return "synthetic"
+    if _scheme(spec) in URL_SCHEMES:
+        return "url"
+    if spec.isdigit() or _CAMERA_RE.fullmatch(spec):
+        return "camera"
+    return "file"
 
 
 def _scheme(spec: str) -> str:
