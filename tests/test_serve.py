@@ -480,3 +480,18 @@ def test_a_looped_source_starts_again_with_increasing_timestamps():
     raw = [f.pts_raw for f in got]
     assert np.allclose(np.diff(pts), 0.1) and (np.diff(raw) > 0).all()
     assert src.frame_count is None and "looped" in src.description
+
+
+def test_stamp_survives_jpeg():
+    import cv2
+
+    from segformer3d_rt.serve import stamp
+
+    rng = np.random.default_rng(2)
+    for ms in (0, 1, 0xFFFFFFFF, stamp.wall_ms(time.perf_counter()), 123456789):
+        img = rng.integers(0, 255, (128, 256, 3), dtype=np.uint8)
+        stamp.paint(img, ms)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 60])
+        assert stamp.read(cv2.imdecode(buf, cv2.IMREAD_COLOR)) == ms
+    assert stamp.read(np.zeros((128, 200, 3), np.uint8)) is None  # too narrow: not stamped
+    assert abs(stamp.wall_ms(time.perf_counter()) - (int(time.time() * 1000) & 0xFFFFFFFF)) < 50

@@ -122,3 +122,19 @@ def test_index_lists_streams_and_never_runs_their_names(browser, served):
         assert browser.execute_script("return document.querySelectorAll('.card img').length") == 2
     finally:
         c.call("DELETE", "/api/streams/two")
+
+
+@pytest.mark.parametrize("mode", ["webrtc", "mjpeg"])
+def test_glass_to_glass_latency_is_read_back_in_the_page(browser, mode):
+    srv = Server(serve_config(["g=" + SYN.format(fps=10)], stamp=True)).start()
+    try:
+        Client(srv.url).wait("g", lambda s: s["frames"]["out"] >= 3)
+        browser.get(srv.url + f"view/g?g2g=1&mode={mode}")
+        lags = _until(lambda: (v := browser.execute_script("return window.viewer.g2g")) and len(v) >= 10 and v,
+                      what="stamps read back")
+        assert browser.execute_script("return window.viewer.mode") == mode
+        # every stamp read is a real, recent capture time: between the frame's own capture-to-output latency and
+        # a few seconds (a misread bit would be hours or days off)
+        assert all(0 <= v < 3000 for v in lags), lags
+    finally:
+        srv.stop()

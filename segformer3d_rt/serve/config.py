@@ -117,6 +117,8 @@ class ServeConfig:
                                                                   "use (camera, url, synthetic, file)")
     loop: bool = setting(False, help="streams given as NAME=FILE start again at their end")
     record_dir: str | None = setting(None, metavar="DIR", help="record every stream to DIR/NAME.mp4")
+    stamp: bool = setting(False, help="paint each frame's capture time into its top edge, for the viewer's "
+                                      "glass-to-glass latency (/view/NAME?g2g=1)")
     run: RunConfig = dataclasses.field(default_factory=RunConfig,
                                        metadata={"setting": Spec(cli=False, help="the settings every stream shares")})
     specs: list[StreamSpec] = setting([], cli=False, help="the streams, typed")

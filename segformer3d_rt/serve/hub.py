@@ -63,7 +63,7 @@ class Hub:
                 raise Conflict(f"stream '{spec.name}' exists already")
             if len(self._streams) >= MAX_STREAMS:
                 raise UserError(f"at most {MAX_STREAMS} streams")
-            stream = Stream(spec, run, self.meta, self.box, wake=self.wake)
+            stream = Stream(spec, run, self.meta, self.box, wake=self.wake, stamp=self.cfg.stamp)
             self._streams = (*self._streams, stream)
         stream.start()
         log.info("stream %s: %s (%s view)", spec.name, spec.source, spec.view)

@@ -10,6 +10,8 @@ import html
 import json
 from collections.abc import Sequence
 
+from .stamp import JS_READ
+
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:1rem;background:#111;color:#ddd}
 a{color:#8cf} .cards{display:flex;flex-wrap:wrap;gap:1rem}
@@ -97,6 +99,23 @@ document.getElementById('view').addEventListener('change', async e => {{
   await fetch(base, {{method: 'PATCH', headers: {{'Content-Type': 'application/json'}},
     body: JSON.stringify({{view: e.target.value}})}});
 }});
+// ?g2g=1: glass-to-glass latency from the capture time painted into each frame (serve --stamp)
+if (new URLSearchParams(location.search).get('g2g')) {{
+  {JS_READ}
+  viewer.g2g = []; let last = null;
+  const canvas = document.createElement('canvas'), ctx = canvas.getContext('2d', {{willReadFrequently: true}});
+  setInterval(() => {{
+    const el = viewer.mode === 'webrtc' ? document.getElementById('video') : document.getElementById('mjpeg');
+    const w = el.videoWidth || el.naturalWidth, h = el.videoHeight || el.naturalHeight;
+    if (!w || !h) return;
+    canvas.width = w; canvas.height = 8; ctx.drawImage(el, 0, 0, w, h, 0, 0, w, h);
+    const ms = readStamp(ctx, w);
+    if (ms === null || ms === last) return;
+    last = ms;
+    const lag = (Date.now() % 4294967296 - ms + 4294967296) % 4294967296;
+    if (lag < 60000) {{ viewer.g2g.push(lag); if (viewer.g2g.length > 2000) viewer.g2g.shift(); }}
+  }}, 5);
+}}
 const fmt = v => v == null ? '-' : v.toFixed(1);
 new EventSource(base + '/events').onmessage = e => {{
   const s = JSON.parse(e.data); viewer.stats = s; viewer.updates += 1;

@@ -29,6 +29,7 @@ from ..pipeline.sources.loop import Looped
 from ..pipeline.stats import PipelineStats
 from ..runtime.sizes import padded_box
 from .config import StreamSpec
+from . import stamp
 from .slots import LatestFrame, Mailbox
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ class Stream:
     hand-over. ``view`` may be changed at any time (the next frame is drawn that way)."""
 
     def __init__(self, spec: StreamSpec, cfg: RunConfig, meta: Any, box: tuple[int, int],
-                 wake: threading.Event | None = None) -> None:
+                 wake: threading.Event | None = None, stamp: bool = False) -> None:
         self.spec, self.cfg, self.meta = spec, cfg, meta
+        self.stamp = stamp
         self.name = spec.name
         self.view = spec.view
         self.preprocess = Preprocessor(box)
@@ -231,6 +233,8 @@ class Stream:
                     if fps is not None:
                         hud.append(f"{self.name}  {fps:5.1f} FPS   latency {lat:.0f} ms")
                 rendered = self._renderer(self.view)(p, hud)
+                if self.stamp:
+                    stamp.paint(rendered, stamp.wall_ms(p.frame.t_capture))
                 t1 = time.perf_counter()
                 self.stats.add_stage("render", t1 - t0)
                 self._sinks_ready.wait()
