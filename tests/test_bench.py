@@ -96,10 +96,9 @@ def test_bad_mode_is_one_line(tmp_path):
     assert r.returncode == 2 and "needs a CUDA device" in r.stderr
 
 
-def test_backend_sweep_with_startup_fidelity_and_the_transformers_reference(tmp_path):
+def test_backend_sweep_with_startup_and_fidelity(tmp_path):
     rep = _bench(tmp_path, "--variant", "b0", "--backend", "torch,onnxruntime,openvino", "--input-size", "64x128",
-                 "--batch-size", "1", "--precision", "fp32,bf16", "--warmup", "1", "--iters", "3",
-                 "--compare", "transformers")
+                 "--batch-size", "1", "--precision", "fp32,bf16", "--warmup", "1", "--iters", "3")
     rows = rep["model"]
     # OpenVINO computes bf16 only where the CPU has it (AMX, AVX-512 BF16); elsewhere that case is skipped
     # with its reason rather than timed as a second fp32 row under a bf16 label
@@ -115,12 +114,26 @@ def test_backend_sweep_with_startup_fidelity_and_the_transformers_reference(tmp_
             assert r["mode"] == "-" and r["backend_startup_s"] <= r["startup_s"]
             if r["precision"] == "fp32":  # the exported graph against torch on the same input
                 assert r["fidelity"]["max_abs_diff"] < 1e-4 and r["fidelity"]["argmax_agreement"] == 1.0
+    assert rep["environment"]["openvino"] and rep["environment"]["onnxruntime"]
+
+
+def test_the_transformers_comparison_times_each_side_in_its_own_process_alternating(tmp_path):
+    rep = _bench(tmp_path, "--variant", "b0", "--backend", "openvino", "--input-size", "64x128", "--warmup", "1",
+                 "--iters", "3", "--compare", "transformers", "--rounds", "2")
+    (row,) = rep["model"]
     (hf,) = rep["transformers"]
     assert "SegformerForSemanticSegmentation b0 (single head, random weights)" in hf["model"]
     assert hf["size"] == "64x128" and hf["batch"] == 1 and hf["latency_ms"]["count"] == 3
-    for r in rows:
-        assert r["vs_transformers"] == pytest.approx(hf["latency_ms"]["p50"] / r["latency_ms"]["p50"])
-    assert rep["environment"]["openvino"] and rep["environment"]["onnxruntime"]
+    rounds = row["vs_transformers_rounds"]
+    assert len(rounds) == 2 and len(hf["rounds_p50_ms"]) == 2
+    pids = [p for r in rounds for p in r["pids"]]
+    assert len(set(pids)) == 4 and row["pid"] not in pids  # four fresh processes, none of them the sweep's
+    for r in rounds:
+        assert r["ratio"] == pytest.approx(r["reference_p50_ms"] / r["ours_p50_ms"])
+    ratios = sorted(r["ratio"] for r in rounds)
+    assert row["vs_transformers"] == pytest.approx(sum(ratios) / 2)  # the median of two
+    assert row["vs_transformers_range"] == pytest.approx(ratios)
+    assert sorted(hf["rounds_p50_ms"]) == pytest.approx(sorted(r["reference_p50_ms"] for r in rounds))
 
 
 def test_bad_backend_and_compare_are_one_line():

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -66,7 +68,12 @@ class BenchConfig:
     compare: tuple[str, ...] = setting((), choices=REFERENCES, commas=True,
                                        help="'transformers': also time Hugging Face's single-head "
                                             "SegformerForSemanticSegmentation of the same variant (random weights) "
-                                            "and print the ratio")
+                                            "and print the ratio: each side timed in a fresh process, "
+                                            "alternating, --rounds times; the median ratio and its range")
+    rounds: int = setting(3, low=1, high=100, help="--compare: rounds of (ours, reference), each measurement in its "
+                                                   "own process, their order alternating")
+    reference_only: bool = setting(False, help="time only the --compare reference at --sizes x --batch (what each "
+                                               "of the comparison's reference processes runs)")
 
 
 def _model(cfg: BenchConfig):
@@ -144,26 +151,67 @@ def _cpu_has_bf16() -> bool:
     return has_bf16()
 
 
-def _compare_transformers(cfg: BenchConfig, model, device, rows: list[dict], console: Console) -> list[dict]:
-    """Hugging Face's single-head model at each (size, batch) of the rows; each row gets its speed-up."""
-    from ..benchmark.model_only import bench_transformers
-
-    shapes = list(dict.fromkeys((tuple(int(v) for v in r["size"].split("x")), r["batch"]) for r in rows))
-    ref = bench_transformers(model, device, shapes, cfg.warmup, cfg.iters)
-    by_shape = {(r["size"], r["batch"]): r for r in ref}
-    for r in rows:
-        hf = by_shape[(r["size"], r["batch"])]
-        r["vs_transformers"] = hf["latency_ms"]["p50"] / r["latency_ms"]["p50"]
-    for hf in ref:
-        lat = hf["latency_ms"]
-        console.print(f"reference: {hf['model']}, {hf['size']} b{hf['batch']} fp32: p50 {lat['p50']:.2f} ms, "
-                      f"{hf['throughput_fps']:.1f} FPS", highlight=False)
+def _compare_transformers(cfg: BenchConfig, rows: list[dict], console: Console) -> list[dict]:
+    """Hugging Face's single-head model against each row, fairly: every measurement (each row's case, and the
+    reference at its shape) in a fresh process with no other thread pool alive, ``cfg.rounds`` rounds whose order
+    alternates (ours first, then the reference first); each row gets the median of its rounds' ratios and their
+    range. The reference rows are the median round's."""
+    shapes = list(dict.fromkeys((r["size"], r["batch"]) for r in rows))
+    ref_runs: dict[tuple, list[dict]] = {k: [] for k in shapes}
+    ours_runs: list[list[dict]] = [[] for _ in rows]
+    for i in range(cfg.rounds):
+        jobs = [("ours", j) for j in range(len(rows))] + [("ref", k) for k in shapes]
+        for kind, key in (jobs if i % 2 == 0 else jobs[::-1]):
+            if kind == "ours":
+                r = rows[key]
+                out = _fresh_process(cfg, r["size"], r["batch"], ["--precision", r["precision"], "--backend",
+                                     r.get("backend", "torch"), "--mode", r["mode"] if r["mode"] != "-" else "folded"])
+                ours_runs[key].append(out["model"][0])
+            else:
+                out = _fresh_process(cfg, key[0], key[1], ["--reference-only"])
+                ref_runs[key].append(out["transformers"][0])
+    for r, runs in zip(rows, ours_runs):
+        refs = ref_runs[(r["size"], r["batch"])]
+        per_round = [{"ours_p50_ms": o["latency_ms"]["p50"], "reference_p50_ms": h["latency_ms"]["p50"],
+                      "ratio": h["latency_ms"]["p50"] / o["latency_ms"]["p50"], "pids": [o["pid"], h["pid"]]}
+                     for o, h in zip(runs, refs)]
+        ratios = sorted(x["ratio"] for x in per_round)
+        r["vs_transformers"] = float(np.median(ratios))
+        r["vs_transformers_range"] = [ratios[0], ratios[-1]]
+        r["vs_transformers_rounds"] = per_round
+    ref = []
+    for key, runs in ref_runs.items():
+        med = sorted(runs, key=lambda h: h["latency_ms"]["p50"])[(len(runs) - 1) // 2]
+        ref.append({**med, "rounds_p50_ms": [h["latency_ms"]["p50"] for h in runs]})
+        lat = med["latency_ms"]
+        console.print(f"reference: {med['model']}, {med['size']} b{med['batch']} fp32: median of {len(runs)} fresh "
+                      f"processes p50 {lat['p50']:.2f} ms", highlight=False)
         for r in rows:
-            if (r["size"], r["batch"]) == (hf["size"], hf["batch"]):
-                console.print(f"  ours, {r.get('backend', 'torch')} {r['precision']} {r['mode']}: "
-                              f"p50 {r['latency_ms']['p50']:.2f} ms = [bold]{r['vs_transformers']:.2f}x[/] the "
-                              "reference's speed", highlight=False)
+            if (r["size"], r["batch"]) == key:
+                lo, hi = r["vs_transformers_range"]
+                console.print(f"  ours, {r.get('backend', 'torch')} {r['precision']} {r['mode']}: [bold]"
+                              f"{r['vs_transformers']:.2f}x[/] the reference's speed (median of {len(runs)} "
+                              f"alternating rounds, each side in its own process; range {lo:.2f}-{hi:.2f}x)",
+                              highlight=False)
     return ref
+
+
+def _fresh_process(cfg: BenchConfig, size: str, batch: int, extra: list[str]) -> dict[str, Any]:
+    """One measurement by `bench` in a process of its own (its JSON on standard output)."""
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "segformer3d_rt", "bench", "--sizes", size, "--batch", str(batch),
+            "--warmup", str(cfg.warmup), "--iters", str(cfg.iters), "--device", cfg.device, "--json", "-", *extra]
+    args += ["--weights", cfg.weights] if cfg.weights else ["--variant", cfg.variant]
+    if cfg.threads:
+        args += ["--threads", str(cfg.threads)]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"a comparison process failed: {last}")
+    return json.loads(r.stdout)
 
 
 def run_bench(cfg: BenchConfig) -> int:
@@ -198,6 +246,15 @@ def run_bench(cfg: BenchConfig) -> int:
     else:
         import tempfile
 
+        if cfg.reference_only:  # one side of a fair comparison, in its own process
+            from ..benchmark.model_only import bench_transformers
+
+            report["transformers"] = bench_transformers(model, device, [(sz, b) for sz in _sizes(cfg)
+                                                                        for b in cfg.batch], cfg.warmup, cfg.iters)
+            for row in report["transformers"]:
+                row["pid"] = os.getpid()
+            write_json(cfg.json, report, "bench JSON") if cfg.json else None
+            return 0
         cases, skipped = _cases(cfg, device)
         for s, why in skipped.items():
             console.print(f"  skipped {s}: {why}", highlight=False)
@@ -205,10 +262,12 @@ def run_bench(cfg: BenchConfig) -> int:
         with tempfile.TemporaryDirectory(prefix="segformer3d-rt-bench-") as root:
             rows = bench_model(model, device, cases, cfg.warmup, cfg.iters, cache_root=Path(root),
                                threads=cfg.threads, on_result=lambda r: console.print(_line(r), highlight=False))
+        for row in rows:
+            row["pid"] = os.getpid()
         report["model"] = rows
         report["skipped"] = list(skipped)
         if "transformers" in cfg.compare and rows:
-            report["transformers"] = _compare_transformers(cfg, model, device, rows, console)
+            report["transformers"] = _compare_transformers(cfg, rows, console)
         console.print(_table(rows, f"model only: {weights} (start-up: building the forward and its first call; "
                                    "each backend's first is cold)"))
     if cfg.json:
