@@ -136,6 +136,42 @@ def test_on_the_real_dashcam_sky_is_sky_road_is_near_and_the_sky_is_drawn_far():
         assert (shown[sky_px] == colormap_lut("turbo")[0]).all()
 
 
+def road_profile(classes: np.ndarray, depth: np.ndarray, road: int, band: float = 0.03) -> np.ndarray:
+    """Road depth up the middle column: from the bottom row up to where the road ends (the horizon, or whatever
+    stands on it), the median depth of the road pixels in the central band (+-3% of the width) of each row."""
+    h, w = classes.shape
+    c0, c1 = int(w * (0.5 - band)), int(w * (0.5 + band)) + 1
+    profile: list[float] = []
+    for r in range(h - 1, -1, -1):
+        on_road = classes[r, c0:c1] == road
+        if on_road.mean() < 0.5:
+            if len(profile) > 3:  # the road ended; a few rows of bonnet or a crossing marking below it do not count
+                break
+            continue
+        profile.append(float(np.median(depth[r, c0:c1][on_road])))
+    return np.array(profile)
+
+
+@pytest.mark.slow
+@needs_shared
+@pytest.mark.parametrize("clip", sorted(p.name for p in (SHARED / "videos").glob("*.mp4")) or ["none"])
+def test_on_real_dashcam_clips_road_depth_rises_from_the_bottom_to_the_horizon(clip):
+    """Issue 19's target: up the middle column, every row of road is at least as far as the row below it (2%
+    tolerance: the map's own noise at stride 4), and the far end of the road is several times the near end."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dashcam_depth_figures", ROOT / "scripts" / "dashcam_depth_figures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    road = load_model(WEIGHTS).meta.class_names.index("road")
+    for classes, depth in script.dashcam_outputs(str(WEIGHTS), str(SHARED / "videos" / clip)):
+        p = road_profile(classes, depth, road)
+        assert len(p) >= 15, f"{clip}: only {len(p)} rows of road up the middle"
+        falls = np.flatnonzero(p[1:] < 0.98 * p[:-1])
+        assert falls.size == 0, f"{clip}: road depth falls going up at rows {falls.tolist()}: {np.round(p, 1)}"
+        assert p[-1] > 3 * p[0], np.round(p, 1)
+
+
 @pytest.mark.slow
 @needs_shared
 def test_issue_8_targets_on_camvid_and_the_synthetic_world(camvid_val, held_out):
