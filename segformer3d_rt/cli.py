@@ -85,6 +85,15 @@ COMMANDS: dict[str, Command] = {
         "examples:\n  segformer3d-rt serve front=rtsp://cam1/stream back=0\n"
         "  segformer3d-rt serve demo=samples/synthetic-drive.mp4 --loop --port 8080\n"
         "  segformer3d-rt serve --config serve.toml --host 0.0.0.0 --token $TOKEN"),
+    "fleet": Command(
+        "an archive of videos on a Ray cluster (or here), resumable, each output identical to `run`'s",
+        "Run `run`'s pipeline over many videos: one task per video over workers that each hold a compiled network "
+        "(Ray actors; without Ray or with --address local, one worker in this process). OUTDIR keeps a manifest: a "
+        "rerun skips the videos done (checked against their statistics) and retries the rest. Takes `run`'s "
+        "settings (view, codec, input size, backend, ...).",
+        "examples:\n  segformer3d-rt fleet dashcam/ -o annotated/\n"
+        "  segformer3d-rt fleet 'archive/**/*.mp4' list.txt -o out/ --workers 4 --input-size 256x512\n"
+        "  segformer3d-rt fleet videos.csv -o out/ --address ray://head:10001 --gpus-per-worker 1"),
     "info": Command("describe a checkpoint (format, size, classes, depth units)",
                     "Describe a checkpoint of any supported format, or a freshly built model."),
     "convert": Command("convert any supported checkpoint to the project's .safetensors",
@@ -149,6 +158,16 @@ def _flags_for(name: str, parser: argparse.ArgumentParser):
         def handle(args: argparse.Namespace) -> int:
             cfg = build_serve_config(flags.values(args), run_flags.values(args), flags.where, run_flags.where)
             return run_serve(cfg)
+        return handle
+    if name == "fleet":
+        from .commands.fleet import RUN_SETTINGS as FLEET_RUN, FleetConfig, fleet_run_template, run_fleet
+        from .commands.run import RunConfig
+        run_flags = Flags()
+        run_flags.add(parser, RunConfig, FLEET_RUN)
+        flags.add(parser, FleetConfig)
+        def handle(args: argparse.Namespace) -> int:
+            run = fleet_run_template(run_flags.values(args), run_flags.where)
+            return run_fleet(_config(FleetConfig, flags, args, run=run))
         return handle
     entry: Callable
     if name == "train":

@@ -23,7 +23,7 @@ PKG = "segformer3d_rt"
 ROOT = Path(__file__).resolve().parents[1] / PKG
 
 LAYERS = {"model": 1, "runtime": 2, "pipeline": 3, "training": 4, "evaluation": 4, "benchmark": 4,
-          "serve": 4, "commands": 5, "cli": 6, "__main__": 7}
+          "serve": 4, "fleet": 4, "commands": 5, "cli": 6, "__main__": 7}
 LEAVES = {"errors", "labels", "_malloc", "synthetic"}
 DATA = "data"
 DATA_MAY_IMPORT = LEAVES | {DATA, "model", "runtime", ""}

@@ -40,13 +40,15 @@ from .stats import PipelineStats
 log = logging.getLogger(__name__)
 
 
-def load_network(cfg: RunConfig, device: torch.device | None = None) -> tuple[Network, str]:
-    """The network --backend picks (the torch model or an exported-network backend; runtime/backends)."""
+def load_network(cfg: RunConfig, device: torch.device | None = None, threads: int | None = None
+                 ) -> tuple[Network, str]:
+    """The network --backend picks (the torch model or an exported-network backend; runtime/backends).
+    ``threads``: the exported backends' CPU threads (None: every core)."""
     path = Path(cfg.weights) if cfg.weights else default_weights()
     backend = "torch" if cfg.view == "attention" and cfg.backend == "auto" else cfg.backend  # hooks need torch
     device = device if device is not None else resolve_device(cfg.device)
-    return (open_network(path, backend, device, cfg.precision, cfg.input_size, cfg.fold_heads, cfg.batch_size),
-            str(path))
+    return (open_network(path, backend, device, cfg.precision, cfg.input_size, cfg.fold_heads, cfg.batch_size,
+                         threads=threads), str(path))
 
 
 class MainThreadDisplay:
@@ -166,15 +168,18 @@ def make_renderer(cfg: RunConfig, meta: Any, device: torch.device | None) -> Any
 Interrupts = Callable[[Pipeline], contextlib.AbstractContextManager]
 
 
-def execute(cfg: RunConfig, interrupts: Interrupts | None = None) -> tuple[int, dict[str, Any]]:
+def execute(cfg: RunConfig, interrupts: Interrupts | None = None,
+            network: tuple[Network, str] | None = None) -> tuple[int, dict[str, Any]]:
     """Run the whole pipeline; returns (exit code, the statistics report). ``interrupts(pipeline)``: a context held
-    while the stages run (the command's signal handling; none by default). Errors of the setup (bad weights,
-    source, outputs) raise a one-line UserError; errors while running end up in the report and the code."""
+    while the stages run (the command's signal handling; none by default). ``network``: (network, weights path)
+    from :func:`load_network` for ``cfg``, reused (a fleet worker runs many videos with one compiled network).
+    Errors of the setup (bad weights, source, outputs) raise a one-line UserError; errors while running end up in
+    the report and the code."""
     from .sources import open_source
     from .sources.skip import Skipped
 
     device = resolve_device(cfg.device)
-    network, weights_path = load_network(cfg, device)
+    network, weights_path = network if network is not None else load_network(cfg, device)
     meta = network.meta
     if cfg.view == "depth" and meta.depth is None:
         raise UserError("--view depth needs a checkpoint with a depth head; this one is segmentation only")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 # video containers the project reads and writes (PyAV opens more; these are the ones a folder is scanned for)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+# what a folder of an archive (`fleet`) is scanned for: the containers above and other common camera formats
+ARCHIVE_VIDEO_SUFFIXES = (*VIDEO_SUFFIXES, ".avi", ".webm", ".ts", ".mts", ".m2ts")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a one-frame picture output
 GIF_SUFFIX = ".gif"
 

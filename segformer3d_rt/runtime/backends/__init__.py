@@ -100,14 +100,16 @@ def open_backend(name: str, source: SegFormer3D | str | Path, device: torch.devi
 
 
 def open_network(weights: str | Path, backend: str, device: torch.device, precision: str = "auto",
-                 size: tuple[int, int] | None = None, fold_heads: bool = True, batch: int = 1) -> Network:
+                 size: tuple[int, int] | None = None, fold_heads: bool = True, batch: int = 1,
+                 threads: int | None = None) -> Network:
     """A checkpoint or exported file, ready to call on ``device``: the torch model (for the torch backend) or an
-    exported-network backend, both as a :class:`Network`."""
+    exported-network backend, both as a :class:`Network`. ``threads``: CPU threads of OpenVINO and ONNX Runtime
+    (None: every core; torch's are the process's, ``torch.set_num_threads``)."""
     name = resolve_backend(backend, weights, device)
     if name == "torch":
         return torch_network(load_model(weights), device, precision, fold_heads)
     source: SegFormer3D | Path = Path(weights) if is_exported(weights) else load_model(weights)
-    return open_backend(name, source, device, precision, size, batch=batch)
+    return open_backend(name, source, device, precision, size, threads=threads, batch=batch)
 
 
 def torch_network(model: SegFormer3D, device: torch.device, precision: str = "auto",
