@@ -235,6 +235,7 @@ class Fleet:
         log.info("fleet: %d video(s): %d to do, %d done before, %d cannot be read", len(self.videos), len(todo),
                  skipped, sum(1 for v in self.videos if v.problem))
         executor = executor_for(self.cfg) if todo else None
+        t_ready = time.perf_counter()  # the cluster joined, every worker started and its network compiled
         attempts: dict[str, int] = {}
         busy: dict[int, Task] = {}
         asked_to_stop = False
@@ -257,6 +258,9 @@ class Fleet:
                 for task, result in executor.wait(0.5):
                     busy.pop(id(task), None)
                     v = task.video
+                    if isinstance(result, WorkerDied) and stop.count:  # the same Ctrl-C reached the worker
+                        self.manifest.record(v.output, source=v.source, status="not done", error="interrupted")
+                        continue
                     if isinstance(result, WorkerDied):
                         attempts[v.output] = attempts.get(v.output, 0) + 1
                         worker = executor.replace(task.worker)
@@ -290,9 +294,13 @@ class Fleet:
                 executor.close()
             if self.view is not None:
                 self.view.stop()
-        return self._summary(time.perf_counter() - t0, skipped, executor, stop.count > 0)
+        t1 = time.perf_counter()
+        return self._summary((t1 - t0, t_ready - t0, t1 - t_ready), skipped, executor, stop.count > 0)
 
-    def _summary(self, seconds: float, skipped: int, executor: Any, interrupted: bool) -> dict[str, Any]:
+    def _summary(self, times: tuple[float, float, float], skipped: int, executor: Any, interrupted: bool
+                 ) -> dict[str, Any]:
+        """``times``: (the whole run, starting the workers, processing) in seconds."""
+        seconds, startup, processing = times
         rows = [self.manifest.videos[v.output] for v in self.videos]
         done = [r for r in rows if r.get("status") == "done"]
         frames = sum(r.get("frames_out", 0) for r in done)
@@ -301,7 +309,8 @@ class Fleet:
             "totals": {"videos": len(rows), "done": len(done), "done_before": skipped,
                        "failed": sum(1 for r in rows if r.get("status") == "failed"),
                        "not_done": sum(1 for r in rows if r.get("status") in ("pending", "not done")),
-                       "frames_out": frames, "seconds": seconds, "interrupted": interrupted},
+                       "frames_out": frames, "seconds": seconds, "startup_s": startup, "processing_s": processing,
+                       "interrupted": interrupted},
             "failures": [{"source": r.get("source"), "error": r.get("error")} for r in rows
                          if r.get("status") == "failed"],
             "workers": executor.info() if executor is not None else [],
