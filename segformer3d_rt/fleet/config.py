@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..pipeline.config import RunConfig
+from ..runtime.progress import PROGRESS_MODES
 from ..runtime.settings import Spec, check_settings, quoted, setting
 
 __all__ = ["RUN_SETTINGS", "FleetConfig", "fleet_run_template"]
@@ -38,7 +39,7 @@ class FleetConfig:
                                      help="CPUs a worker reserves (and its inference threads)")
     gpus_per_worker: float = setting(0.0, low=0.0, high=64.0, metavar="G", help="GPUs a worker reserves")
     retries: int = setting(2, low=0, high=100, help="further attempts at a video whose worker died")
-    progress: str = setting("auto", choices=("auto", "rich", "plain", "none"),
+    progress: str = setting("auto", choices=PROGRESS_MODES,
                             help="one bar over videos and frames (auto: rich on a terminal, plain lines otherwise)")
     run: RunConfig = dataclasses.field(default_factory=RunConfig,
                                        metadata={"setting": Spec(cli=False, help="the settings every video shares")})
