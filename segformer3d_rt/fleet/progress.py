@@ -9,13 +9,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..runtime.progress import progress_mode
+
 PLAIN_EVERY_S = 5.0
 
 
 class FleetView:
     def __init__(self, mode: str = "auto") -> None:
         console = Console(stderr=True)
-        self.mode = ("rich" if console.is_terminal else "plain") if mode == "auto" else mode
+        self.mode = progress_mode(mode, console)
         self.console = console
         self._progress: Progress | None = None
         self._videos = self._frames = None
