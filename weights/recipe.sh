@@ -3,7 +3,8 @@
 # in the project's environment, with the shared data beside it (DATA=../shared/data by default). CPU only:
 # step 1 ran at 2.5 images/s (3.2 s a step) over its first 100 steps on the 2-core AMD EPYC with the machine
 # nearly idle, so about 1 h 20 min for its 1500 steps (THREADS=1: one for the network, one for the data worker;
-# longer when the machine is shared); it has not yet been run to the end. On a GPU add nothing, it is picked up
+# longer when the machine is shared); run to the end once, on 2026-12-03: 2 h 01 min beside other work (2.2-2.6
+# images/s), figures in MODEL_CARD.md's status (not shipped: the synthetic held-out AbsRel missed 0.21). On a GPU add nothing, it is picked up
 # (--device auto).
 # `bash weights/recipe.sh` runs every step; `bash weights/recipe.sh 2` starts at step 2 (after the training run).
 # A training step refuses a run folder that already holds a run: move runs/b0-roads-video away to train it again.
