@@ -73,12 +73,6 @@ def held_out() -> dict:  # at the checkpoint's input box, as the model card's fi
 
 
 @pytest.fixture(scope="module")
-def kitti_stereo_test() -> dict:  # issue 19's real-depth frames, never trained on (kitti_stereo test/)
-    return evaluate(torch_network(load_model(WEIGHTS), torch.device("cpu")),
-                    open_dataset(f"kitti_stereo:{SHARED / 'kitti_stereo'},split=test"))
-
-
-@pytest.fixture(scope="module")
 def kitti() -> dict:
     return evaluate(torch_network(load_model(WEIGHTS), torch.device("cpu")), open_dataset(f"kitti:{KITTI}"))
 
