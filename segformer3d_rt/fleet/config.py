@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UserError
-from ..pipeline.config import RunConfig
+from ..pipeline.config import RunConfig, shared_run_config
 from ..runtime.progress import PROGRESS_MODES
-from ..runtime.settings import Spec, check_settings, quoted, setting
+from ..runtime.settings import Spec, quoted, setting
 
 __all__ = ["RUN_SETTINGS", "FleetConfig", "fleet_run_template"]
 
@@ -60,9 +60,5 @@ class FleetConfig:
 
 
 def fleet_run_template(values: Mapping[str, Any], where: Callable[[str], str] = quoted) -> RunConfig:
-    unknown = sorted(set(values) - set(RUN_SETTINGS))
-    if unknown:
-        raise UserError(f"setting(s) {', '.join(map(where, unknown))} cannot be set for `fleet`")
-    cfg = RunConfig(**check_settings(RunConfig, dict(values), where))
-    replace(cfg, source="synthetic:").validate(where)
-    return cfg
+    """The shared RunConfig from ``values`` (a subset of RUN_SETTINGS), checked as `run` checks them."""
+    return shared_run_config(dict(values), RUN_SETTINGS, "fleet", where)

@@ -210,5 +210,18 @@ def build_config(preset: str | None, overrides: dict[str, Any],
     return cfg.validate(where)
 
 
+def shared_run_config(values: dict[str, Any], allowed: tuple[str, ...], command: str,
+                      where: Callable[[str], str] = quoted) -> RunConfig:
+    """The RunConfig that every stream or video of ``command`` (serve, fleet) shares: ``values`` may set only the
+    settings ``allowed``; checked as `run` checks them, every cross-setting rule included (its source comes later,
+    per stream or video)."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise UserError(f"setting(s) {', '.join(map(where, unknown))} cannot be set for `{command}`")
+    cfg = RunConfig(**check_settings(RunConfig, dict(values), where))
+    dataclasses.replace(cfg, source="synthetic:").validate(where)
+    return cfg
+
+
 def as_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..pipeline.config import RunConfig
+from ..pipeline.config import RunConfig, shared_run_config
 from ..pipeline.render import VIEWS
 from ..pipeline.sources.dispatch import SOURCE_KINDS, source_kind
 from ..runtime.settings import Spec, check_settings, quoted, setting
@@ -150,12 +150,7 @@ class ServeConfig:
 
 def run_template(values: Mapping[str, Any], where: Callable[[str], str] = quoted) -> RunConfig:
     """The shared RunConfig from ``values`` (a subset of RUN_SETTINGS), checked as `run` checks them."""
-    unknown = sorted(set(values) - set(RUN_SETTINGS))
-    if unknown:
-        raise UserError(f"setting(s) {', '.join(map(where, unknown))} cannot be set for `serve`")
-    cfg = RunConfig(**check_settings(RunConfig, dict(values), where))
-    replace(cfg, source="synthetic:").validate(where)  # every cross-setting check of `run`, bar the source
-    return cfg
+    return shared_run_config(dict(values), RUN_SETTINGS, "serve", where)
 
 
 def load_serve_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[StreamSpec]]:
